@@ -1,0 +1,37 @@
+//! `posnet`: the one binary of the posnet payment system, with a subcommand
+//! for each component and for the engineer's everyday tools.
+
+mod iso8583_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// A networked point-of-sale payment system: phone, terminal, payment host
+/// and merchant back office, speaking nexo, ISO 8583 and signed webhooks.
+#[derive(Parser)]
+#[command(name = "posnet", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode and encode ISO 8583 messages (read traces, build test messages).
+    #[command(name = "iso8583")]
+    Iso8583(iso8583_cmd::Iso8583Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Iso8583(args) => iso8583_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("posnet: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
