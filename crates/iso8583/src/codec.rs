@@ -13,13 +13,12 @@ use crate::spec::{
 
 /// ASCII 0x20..=0x7E to EBCDIC code page 500.
 const ASCII_TO_EBCDIC: [u8; 95] = [
-    0x40, 0x4F, 0x7F, 0x7B, 0x5B, 0x6C, 0x50, 0x7D, 0x4D, 0x5D, 0x5C, 0x4E, 0x6B, 0x60, 0x4B,
-    0x61, 0xF0, 0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8, 0xF9, 0x7A, 0x5E, 0x4C, 0x7E,
-    0x6E, 0x6F, 0x7C, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xD1, 0xD2, 0xD3,
-    0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xE2, 0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0x4A,
-    0xE0, 0x5A, 0x5F, 0x6D, 0x79, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x91,
-    0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8,
-    0xA9, 0xC0, 0xBB, 0xD0, 0xA1,
+    0x40, 0x4F, 0x7F, 0x7B, 0x5B, 0x6C, 0x50, 0x7D, 0x4D, 0x5D, 0x5C, 0x4E, 0x6B, 0x60, 0x4B, 0x61,
+    0xF0, 0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8, 0xF9, 0x7A, 0x5E, 0x4C, 0x7E, 0x6E, 0x6F,
+    0x7C, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6,
+    0xD7, 0xD8, 0xD9, 0xE2, 0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0x4A, 0xE0, 0x5A, 0x5F, 0x6D,
+    0x79, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96,
+    0x97, 0x98, 0x99, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xC0, 0xBB, 0xD0, 0xA1,
 ];
 
 /// EBCDIC (code page 500) to ASCII for the printable range; 0 where unmapped.
@@ -45,7 +44,9 @@ fn hex_value(byte: u8) -> Option<u8> {
 }
 
 fn ascii_to_ebcdic(byte: u8) -> Option<u8> {
-    byte.checked_sub(0x20).and_then(|i| ASCII_TO_EBCDIC.get(i as usize)).copied()
+    byte.checked_sub(0x20)
+        .and_then(|i| ASCII_TO_EBCDIC.get(i as usize))
+        .copied()
 }
 
 /// A cursor over the input that turns shortfalls into errors with offsets.
@@ -61,7 +62,10 @@ impl<'w> Reader<'w> {
             return Err(DecodeError {
                 element,
                 offset: self.pos,
-                kind: DecodeErrorKind::Truncated { needed: n, available },
+                kind: DecodeErrorKind::Truncated {
+                    needed: n,
+                    available,
+                },
             });
         }
         let bytes = &self.wire[self.pos..self.pos + n];
@@ -71,7 +75,11 @@ impl<'w> Reader<'w> {
 }
 
 fn err(element: Element, offset: usize, kind: DecodeErrorKind) -> DecodeError {
-    DecodeError { element, offset, kind }
+    DecodeError {
+        element,
+        offset,
+        kind,
+    }
 }
 
 impl Dialect {
@@ -116,7 +124,10 @@ impl Dialect {
         if mac.as_ref().len() != expected {
             return Err(EncodeError {
                 element: Element::Field(mac_field),
-                kind: EncodeErrorKind::MacSize { length: mac.as_ref().len(), expected },
+                kind: EncodeErrorKind::MacSize {
+                    length: mac.as_ref().len(),
+                    expected,
+                },
             });
         }
         self.write_field(mac_field, mac.as_ref(), &mut out)?;
@@ -168,7 +179,9 @@ impl Dialect {
             return Err(err(
                 Element::Message,
                 r.pos,
-                DecodeErrorKind::TrailingBytes { count: wire.len() - r.pos },
+                DecodeErrorKind::TrailingBytes {
+                    count: wire.len() - r.pos,
+                },
             ));
         }
         Ok((msg, mac_scope))
@@ -206,7 +219,11 @@ impl Dialect {
                 let bytes = r.take(2, Element::Mti)?;
                 for (i, nibble) in nibbles(bytes).enumerate() {
                     if nibble > 9 {
-                        return Err(err(Element::Mti, start + i / 2, DecodeErrorKind::BadBcdNibble { nibble }));
+                        return Err(err(
+                            Element::Mti,
+                            start + i / 2,
+                            DecodeErrorKind::BadBcdNibble { nibble },
+                        ));
                     }
                     digits[i] = b'0' + nibble;
                 }
@@ -219,7 +236,11 @@ impl Dialect {
                         _ => byte,
                     };
                     if !ascii.is_ascii_digit() {
-                        return Err(err(Element::Mti, start + i, DecodeErrorKind::NonDigit { byte }));
+                        return Err(err(
+                            Element::Mti,
+                            start + i,
+                            DecodeErrorKind::NonDigit { byte },
+                        ));
                     }
                     digits[i] = ascii;
                 }
@@ -235,7 +256,10 @@ impl Dialect {
             BitmapEncoding::Binary => out.extend_from_slice(&bytes[..len]),
             BitmapEncoding::HexAscii => {
                 for b in &bytes[..len] {
-                    out.extend_from_slice(&[HEX_DIGITS[(b >> 4) as usize], HEX_DIGITS[(b & 15) as usize]]);
+                    out.extend_from_slice(&[
+                        HEX_DIGITS[(b >> 4) as usize],
+                        HEX_DIGITS[(b & 15) as usize],
+                    ]);
                 }
             }
         }
@@ -266,12 +290,20 @@ impl Dialect {
         let units = spec.units_of(value.len());
         match spec.length {
             Length::Fixed(expected) if units != expected as usize => {
-                return Err(fail(EncodeErrorKind::WrongLength { length: units, expected, units: spec.units() }));
+                return Err(fail(EncodeErrorKind::WrongLength {
+                    length: units,
+                    expected,
+                    units: spec.units(),
+                }));
             }
             Length::Fixed(_) => {}
             Length::Var { digits, max } => {
                 if units > max as usize {
-                    return Err(fail(EncodeErrorKind::TooLong { length: units, max, units: spec.units() }));
+                    return Err(fail(EncodeErrorKind::TooLong {
+                        length: units,
+                        max,
+                        units: spec.units(),
+                    }));
                 }
                 write_prefix(spec.prefix, digits, units, out);
             }
@@ -280,7 +312,11 @@ impl Dialect {
             if spec.content.allows(byte) {
                 Ok(())
             } else {
-                Err(fail(EncodeErrorKind::InvalidChar { index, byte, content: spec.content.notation() }))
+                Err(fail(EncodeErrorKind::InvalidChar {
+                    index,
+                    byte,
+                    content: spec.content.notation(),
+                }))
             }
         };
         match spec.encoding {
@@ -305,7 +341,10 @@ impl Dialect {
             Encoding::Binary => out.extend_from_slice(value),
             Encoding::HexAscii => {
                 for b in value {
-                    out.extend_from_slice(&[HEX_DIGITS[(b >> 4) as usize], HEX_DIGITS[(b & 15) as usize]]);
+                    out.extend_from_slice(&[
+                        HEX_DIGITS[(b >> 4) as usize],
+                        HEX_DIGITS[(b & 15) as usize],
+                    ]);
                 }
             }
         }
@@ -325,7 +364,11 @@ fn nibbles(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
 /// Callers have checked `ch` against an `n` or `z` content type; the mask
 /// keeps a misconfigured table from panicking.
 fn bcd_nibble(ch: u8) -> u8 {
-    if ch == b'=' { 0xD } else { ch.wrapping_sub(b'0') & 0x0F }
+    if ch == b'=' {
+        0xD
+    } else {
+        ch.wrapping_sub(b'0') & 0x0F
+    }
 }
 
 fn write_bcd(value: &[u8], align: Align, pad: u8, out: &mut Vec<u8>) {
@@ -361,30 +404,58 @@ fn write_prefix(encoding: PrefixEncoding, digits: u8, len: usize, out: &mut Vec<
             let mut v = len;
             for slot in out[start..].iter_mut().rev() {
                 let d = (v % 10) as u8;
-                *slot = if encoding == PrefixEncoding::Ascii { b'0' + d } else { 0xF0 | d };
+                *slot = if encoding == PrefixEncoding::Ascii {
+                    b'0' + d
+                } else {
+                    0xF0 | d
+                };
                 v /= 10;
             }
         }
     }
 }
 
-fn read_prefix(spec: &FieldSpec, digits: u8, element: Element, r: &mut Reader<'_>) -> Result<usize, DecodeError> {
+fn read_prefix(
+    spec: &FieldSpec,
+    digits: u8,
+    element: Element,
+    r: &mut Reader<'_>,
+) -> Result<usize, DecodeError> {
     let start = r.pos;
     let bytes = r.take(spec.prefix.width(digits), element)?;
     let bad = || err(element, start, DecodeErrorKind::BadLengthPrefix);
     match spec.prefix {
         PrefixEncoding::Binary => Ok(bytes.iter().fold(0usize, |acc, &b| acc << 8 | b as usize)),
-        PrefixEncoding::Bcd => nibbles(bytes).try_fold(0usize, |acc, n| if n > 9 { Err(bad()) } else { Ok(acc * 10 + n as usize) }),
+        PrefixEncoding::Bcd => nibbles(bytes).try_fold(0usize, |acc, n| {
+            if n > 9 {
+                Err(bad())
+            } else {
+                Ok(acc * 10 + n as usize)
+            }
+        }),
         PrefixEncoding::Ascii => bytes.iter().try_fold(0usize, |acc, &b| {
-            if b.is_ascii_digit() { Ok(acc * 10 + (b - b'0') as usize) } else { Err(bad()) }
+            if b.is_ascii_digit() {
+                Ok(acc * 10 + (b - b'0') as usize)
+            } else {
+                Err(bad())
+            }
         }),
         PrefixEncoding::Ebcdic => bytes.iter().try_fold(0usize, |acc, &b| {
-            if (0xF0..=0xF9).contains(&b) { Ok(acc * 10 + (b & 15) as usize) } else { Err(bad()) }
+            if (0xF0..=0xF9).contains(&b) {
+                Ok(acc * 10 + (b & 15) as usize)
+            } else {
+                Err(bad())
+            }
         }),
     }
 }
 
-fn read_field(field: u8, spec: &FieldSpec, r: &mut Reader<'_>, msg: &mut Message) -> Result<(), DecodeError> {
+fn read_field(
+    field: u8,
+    spec: &FieldSpec,
+    r: &mut Reader<'_>,
+    msg: &mut Message,
+) -> Result<(), DecodeError> {
     let element = Element::Field(field);
     let units = match spec.length {
         Length::Fixed(n) => n as usize,
@@ -392,29 +463,50 @@ fn read_field(field: u8, spec: &FieldSpec, r: &mut Reader<'_>, msg: &mut Message
             let prefix_at = r.pos;
             let units = read_prefix(spec, digits, element, r)?;
             if units > max as usize {
-                return Err(err(element, prefix_at, DecodeErrorKind::LengthOverMax { length: units, max, units: spec.units() }));
+                return Err(err(
+                    element,
+                    prefix_at,
+                    DecodeErrorKind::LengthOverMax {
+                        length: units,
+                        max,
+                        units: spec.units(),
+                    },
+                ));
             }
             units
         }
     };
     if spec.encoding == Encoding::HexAscii && units % 2 == 1 {
-        return Err(err(element, r.pos, DecodeErrorKind::OddHexLength { length: units }));
+        return Err(err(
+            element,
+            r.pos,
+            DecodeErrorKind::OddHexLength { length: units },
+        ));
     }
     let at = r.pos;
     let bytes = r.take(spec.wire_len(units), element)?;
     let start = msg.data_mut().len();
     let out = msg.data_mut();
     match spec.encoding {
-        Encoding::Bcd { align, pad } => read_bcd(spec.content, align, pad, units, bytes, at, element, out)?,
+        Encoding::Bcd { align, pad } => {
+            read_bcd(spec.content, align, pad, units, bytes, at, element, out)?
+        }
         Encoding::Ascii | Encoding::Ebcdic => {
             let ebcdic = spec.encoding == Encoding::Ebcdic;
             for (i, &byte) in bytes.iter().enumerate() {
-                let ascii = if ebcdic { EBCDIC_TO_ASCII[byte as usize] } else { byte };
+                let ascii = if ebcdic {
+                    EBCDIC_TO_ASCII[byte as usize]
+                } else {
+                    byte
+                };
                 if ascii == 0 || !spec.content.allows(ascii) {
                     let kind = if spec.content == Content::N {
                         DecodeErrorKind::NonDigit { byte }
                     } else {
-                        DecodeErrorKind::InvalidChar { byte, content: spec.content.notation() }
+                        DecodeErrorKind::InvalidChar {
+                            byte,
+                            content: spec.content.notation(),
+                        }
                     };
                     return Err(err(element, at + i, kind));
                 }
@@ -425,7 +517,13 @@ fn read_field(field: u8, spec: &FieldSpec, r: &mut Reader<'_>, msg: &mut Message
         Encoding::HexAscii => {
             for (i, pair) in bytes.chunks_exact(2).enumerate() {
                 let digit = |j: usize| {
-                    hex_value(pair[j]).ok_or_else(|| err(element, at + 2 * i + j, DecodeErrorKind::NotHex { byte: pair[j] }))
+                    hex_value(pair[j]).ok_or_else(|| {
+                        err(
+                            element,
+                            at + 2 * i + j,
+                            DecodeErrorKind::NotHex { byte: pair[j] },
+                        )
+                    })
                 };
                 out.push(digit(0)? << 4 | digit(1)?);
             }
@@ -455,14 +553,27 @@ fn read_bcd(
     for (i, nibble) in nibbles(bytes).enumerate() {
         if Some(i) == pad_index {
             if nibble != pad {
-                return Err(err(element, at + i / 2, DecodeErrorKind::BadPad { found: nibble, expected: pad }));
+                return Err(err(
+                    element,
+                    at + i / 2,
+                    DecodeErrorKind::BadPad {
+                        found: nibble,
+                        expected: pad,
+                    },
+                ));
             }
             continue;
         }
         let ch = match nibble {
             0..=9 => b'0' + nibble,
             0xD if content == Content::Z => b'=',
-            _ => return Err(err(element, at + i / 2, DecodeErrorKind::BadBcdNibble { nibble })),
+            _ => {
+                return Err(err(
+                    element,
+                    at + i / 2,
+                    DecodeErrorKind::BadBcdNibble { nibble },
+                ));
+            }
         };
         out.push(ch);
     }

@@ -59,7 +59,9 @@ impl Field60 {
         }
         let mut s = format!("{:02}{:06}", self.transaction_type, self.batch);
         match self.network_code {
-            Some(code) if code > 999 => return Err(Field60Error::Range("60.3 network management code")),
+            Some(code) if code > 999 => {
+                return Err(Field60Error::Range("60.3 network management code"));
+            }
             Some(code) => s.push_str(&format!("{code:03}")),
             None if !self.rest.is_empty() => return Err(Field60Error::Range("60.4 without 60.3")),
             None => {}

@@ -27,7 +27,11 @@ pub struct Tpdu {
 impl Tpdu {
     /// The TPDU of the reply: source and destination swapped.
     pub fn reply(&self) -> Tpdu {
-        Tpdu { id: self.id, destination: self.source, source: self.destination }
+        Tpdu {
+            id: self.id,
+            destination: self.source,
+            source: self.destination,
+        }
     }
 
     /// The five wire bytes.
@@ -61,10 +65,18 @@ pub struct FrameLayout {
 impl FrameLayout {
     /// UnionPay-style terminals: TPDU and a 6-byte header; bodies up to 4 KiB,
     /// well above the largest `cup` message a terminal sends.
-    pub const CUP: FrameLayout = FrameLayout { tpdu: true, header_len: 6, max_len: 4096 };
+    pub const CUP: FrameLayout = FrameLayout {
+        tpdu: true,
+        header_len: 6,
+        max_len: 4096,
+    };
 
     /// Length prefix only.
-    pub const PLAIN: FrameLayout = FrameLayout { tpdu: false, header_len: 0, max_len: 8192 };
+    pub const PLAIN: FrameLayout = FrameLayout {
+        tpdu: false,
+        header_len: 0,
+        max_len: 8192,
+    };
 
     fn min_len(&self) -> usize {
         (if self.tpdu { TPDU_LEN } else { 0 }) + self.header_len
@@ -80,10 +92,16 @@ impl FrameLayout {
         };
         let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
         if len > self.max_len {
-            return Err(FrameError::TooLong { len, max: self.max_len });
+            return Err(FrameError::TooLong {
+                len,
+                max: self.max_len,
+            });
         }
         if len < self.min_len() {
-            return Err(FrameError::TooShort { len, min: self.min_len() });
+            return Err(FrameError::TooShort {
+                len,
+                min: self.min_len(),
+            });
         }
         Ok((buf.len() >= LENGTH_PREFIX + len).then_some(LENGTH_PREFIX + len))
     }
@@ -92,31 +110,56 @@ impl FrameLayout {
     pub fn parse<'a>(&self, frame: &'a [u8]) -> Result<Frame<'a>, FrameError> {
         match self.check(frame)? {
             Some(n) if n == frame.len() => {}
-            Some(n) => return Err(FrameError::Trailing { count: frame.len() - n }),
+            Some(n) => {
+                return Err(FrameError::Trailing {
+                    count: frame.len() - n,
+                });
+            }
             None => return Err(FrameError::Incomplete),
         }
         let body = &frame[LENGTH_PREFIX..];
         let (tpdu, rest) = if self.tpdu {
             let (t, rest) = body.split_at(TPDU_LEN);
-            (Some(Tpdu::from_bytes(t.try_into().expect("split at TPDU_LEN"))), rest)
+            (
+                Some(Tpdu::from_bytes(t.try_into().expect("split at TPDU_LEN"))),
+                rest,
+            )
         } else {
             (None, body)
         };
         let (header, message) = rest.split_at(self.header_len);
-        Ok(Frame { tpdu, header, message })
+        Ok(Frame {
+            tpdu,
+            header,
+            message,
+        })
     }
 
     /// Appends a frame holding `message` to `out`.
-    pub fn write(&self, tpdu: Option<Tpdu>, header: &[u8], message: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
+    pub fn write(
+        &self,
+        tpdu: Option<Tpdu>,
+        header: &[u8],
+        message: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), FrameError> {
         if tpdu.is_some() != self.tpdu {
-            return Err(FrameError::TpduMismatch { expected: self.tpdu });
+            return Err(FrameError::TpduMismatch {
+                expected: self.tpdu,
+            });
         }
         if header.len() != self.header_len {
-            return Err(FrameError::HeaderLength { len: header.len(), expected: self.header_len });
+            return Err(FrameError::HeaderLength {
+                len: header.len(),
+                expected: self.header_len,
+            });
         }
         let len = self.min_len() + message.len();
         if len > self.max_len || len > usize::from(u16::MAX) {
-            return Err(FrameError::TooLong { len, max: self.max_len.min(usize::from(u16::MAX)) });
+            return Err(FrameError::TooLong {
+                len,
+                max: self.max_len.min(usize::from(u16::MAX)),
+            });
         }
         out.reserve(LENGTH_PREFIX + len);
         out.extend_from_slice(&(len as u16).to_be_bytes());
@@ -250,7 +293,11 @@ mod codec {
                 None
             };
             let header = frame.split_to(self.layout.header_len);
-            Ok(Some(OwnedFrame { tpdu, header, message: frame }))
+            Ok(Some(OwnedFrame {
+                tpdu,
+                header,
+                message: frame,
+            }))
         }
     }
 
@@ -259,7 +306,8 @@ mod codec {
 
         fn encode(&mut self, item: OwnedFrame, dst: &mut BytesMut) -> Result<(), FrameError> {
             let mut out = Vec::new();
-            self.layout.write(item.tpdu, &item.header, &item.message, &mut out)?;
+            self.layout
+                .write(item.tpdu, &item.header, &item.message, &mut out)?;
             dst.extend_from_slice(&out);
             Ok(())
         }

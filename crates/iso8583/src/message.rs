@@ -77,7 +77,7 @@ struct Slot {
 ///
 /// The codec ([`crate::Dialect::encode`], [`crate::Dialect::decode`]) checks
 /// values against a dialect; setters here only store them.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Message {
     mti: Mti,
     /// Present fields, sorted by field number.
@@ -91,7 +91,12 @@ pub struct Message {
 impl Message {
     /// An empty message of type `mti`.
     pub fn new(mti: Mti) -> Self {
-        Message { mti, slots: Vec::new(), data: Vec::new(), garbage: 0 }
+        Message {
+            mti,
+            slots: Vec::new(),
+            data: Vec::new(),
+            garbage: 0,
+        }
     }
 
     /// An empty message with room for `fields` fields and `bytes` bytes of values.
@@ -125,7 +130,10 @@ impl Message {
     /// When `field` is outside 2..=128 (1 is the secondary bitmap, which the
     /// codec derives) or the message would exceed 4 GiB.
     pub fn set(&mut self, field: u8, value: impl AsRef<[u8]>) -> &mut Self {
-        assert!((2..=128).contains(&field), "ISO 8583 field {field} is outside 2..=128");
+        assert!(
+            (2..=128).contains(&field),
+            "ISO 8583 field {field} is outside 2..=128"
+        );
         let value = value.as_ref();
         let start = self.data.len();
         self.data.extend_from_slice(value);
@@ -151,7 +159,11 @@ impl Message {
         debug_assert!(self.slots.last().is_none_or(|s| s.field < field));
         let len = self.data.len() - start;
         // The decoder bounds input size far below 4 GiB (see frame limits).
-        self.slots.push(Slot { field, start: start as u32, len: len as u32 });
+        self.slots.push(Slot {
+            field,
+            start: start as u32,
+            len: len as u32,
+        });
     }
 
     /// The value buffer, for the decoder to write values into.
@@ -304,11 +316,20 @@ impl Message {
     }
 
     /// Sets a numeric field to `value` written as exactly `width` digits.
-    pub fn set_numeric(&mut self, field: u8, value: u64, width: usize) -> Result<&mut Self, ValueError> {
+    pub fn set_numeric(
+        &mut self,
+        field: u8,
+        value: u64,
+        width: usize,
+    ) -> Result<&mut Self, ValueError> {
         let mut buf = [b'0'; 20];
         let digits = write_decimal(value, &mut buf);
         if digits.len() > width || width > 20 {
-            return Err(ValueError::TooWide { field, value, width });
+            return Err(ValueError::TooWide {
+                field,
+                value,
+                width,
+            });
         }
         let mut out = [b'0'; 20];
         out[width - digits.len()..width].copy_from_slice(digits);
@@ -345,13 +366,28 @@ fn write_decimal(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
+/// Equal when the MTI and every field value are equal, however each
+/// message's buffer happens to be laid out.
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.mti == other.mti
+            && self.slots.len() == other.slots.len()
+            && self.fields().eq(other.fields())
+    }
+}
+
+impl Eq for Message {}
+
 impl fmt::Debug for Message {
     /// Field values are not shown: they may hold card data. Use
     /// [`crate::redact::Redacted`] to print a message safely.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
             .field("mti", &self.mti)
-            .field("fields", &self.slots.iter().map(|s| s.field).collect::<Vec<_>>())
+            .field(
+                "fields",
+                &self.slots.iter().map(|s| s.field).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -108,7 +108,11 @@ fn mask_track(text: &str) -> String {
     let cut = text.find(['=', '^', 'D']).unwrap_or(text.len());
     let (pan, rest) = text.split_at(cut);
     let digits: String = pan.chars().filter(char::is_ascii_digit).collect();
-    let mut out = if digits.len() == pan.len() { mask_pan(pan) } else { "*".repeat(pan.len()) };
+    let mut out = if digits.len() == pan.len() {
+        mask_pan(pan)
+    } else {
+        "*".repeat(pan.len())
+    };
     out.push_str(&"*".repeat(rest.len()));
     out
 }
@@ -118,20 +122,32 @@ fn mask_track(text: &str) -> String {
 fn mask_icc(value: &[u8]) -> String {
     let mut hex = hex_upper(value).into_bytes();
     let mut ok = true;
-    for_each_object(value, 0, 0, &mut |tlv| {
-        if ICC_CARD_TAGS.contains(&tlv.tag) {
-            for b in &mut hex[tlv.value_offset * 2..(tlv.value_offset + tlv.value.len()) * 2] {
-                *b = b'*';
+    for_each_object(
+        value,
+        0,
+        0,
+        &mut |tlv| {
+            if ICC_CARD_TAGS.contains(&tlv.tag) {
+                for b in &mut hex[tlv.value_offset * 2..(tlv.value_offset + tlv.value.len()) * 2] {
+                    *b = b'*';
+                }
             }
-        }
-    }, &mut ok);
+        },
+        &mut ok,
+    );
     if !ok {
         return "*".repeat(hex.len());
     }
     String::from_utf8(hex).expect("hex and stars are ASCII")
 }
 
-fn for_each_object(data: &[u8], base: usize, depth: usize, f: &mut impl FnMut(&tlv::Tlv<'_>), ok: &mut bool) {
+fn for_each_object(
+    data: &[u8],
+    base: usize,
+    depth: usize,
+    f: &mut impl FnMut(&tlv::Tlv<'_>),
+    ok: &mut bool,
+) {
     for item in tlv::iter(data) {
         let Ok(mut obj) = item else {
             *ok = false;

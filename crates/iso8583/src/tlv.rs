@@ -25,7 +25,12 @@ pub struct Tlv<'a> {
 impl Tlv<'_> {
     /// Whether the value is itself a sequence of data objects (bit 6 of the first tag byte).
     pub fn is_constructed(&self) -> bool {
-        let first = self.tag.to_be_bytes().into_iter().find(|b| *b != 0).unwrap_or(0);
+        let first = self
+            .tag
+            .to_be_bytes()
+            .into_iter()
+            .find(|b| *b != 0)
+            .unwrap_or(0);
         first & 0x20 != 0
     }
 }
@@ -70,7 +75,11 @@ pub struct TlvIter<'a> {
 /// Iterates over the top-level data objects of `data`. Filler bytes 0x00 and
 /// 0xFF between objects are skipped, as EMV allows.
 pub fn iter(data: &[u8]) -> TlvIter<'_> {
-    TlvIter { data, pos: 0, base: 0 }
+    TlvIter {
+        data,
+        pos: 0,
+        base: 0,
+    }
 }
 
 impl<'a> Iterator for TlvIter<'a> {
@@ -118,18 +127,29 @@ impl<'a> TlvIter<'a> {
         } else {
             let n = usize::from(first & 0x7F);
             if n == 0 || n > 3 {
-                return Err(TlvError::BadLength { offset: at(pos - 1) });
+                return Err(TlvError::BadLength {
+                    offset: at(pos - 1),
+                });
             }
-            let bytes = d.get(pos..pos + n).ok_or(TlvError::Truncated { offset: at(pos) })?;
+            let bytes = d
+                .get(pos..pos + n)
+                .ok_or(TlvError::Truncated { offset: at(pos) })?;
             pos += n;
-            bytes.iter().fold(0usize, |acc, &b| acc << 8 | usize::from(b))
+            bytes
+                .iter()
+                .fold(0usize, |acc, &b| acc << 8 | usize::from(b))
         };
         let value = d
             .get(pos..)
             .and_then(|rest| rest.get(..len))
             .ok_or(TlvError::Truncated { offset: at(pos) })?;
         self.pos = pos + len;
-        Ok(Tlv { tag, offset: at(start), value_offset: at(pos), value })
+        Ok(Tlv {
+            tag,
+            offset: at(start),
+            value_offset: at(pos),
+            value,
+        })
     }
 }
 
@@ -139,8 +159,7 @@ pub fn find(data: &[u8], tag: u32) -> Result<Option<&[u8]>, TlvError> {
 }
 
 fn find_at(data: &[u8], tag: u32, base: usize, depth: usize) -> Result<Option<&[u8]>, TlvError> {
-    let mut it = TlvIter { data, pos: 0, base };
-    while let Some(tlv) = it.next() {
+    for tlv in (TlvIter { data, pos: 0, base }) {
         let tlv = tlv?;
         if tlv.tag == tag {
             return Ok(Some(tlv.value));

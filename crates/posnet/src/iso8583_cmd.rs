@@ -62,9 +62,15 @@ enum Iso8583Command {
 /// Runs `posnet iso8583`.
 pub fn run(args: Iso8583Args) -> Result<()> {
     match args.command {
-        Iso8583Command::Decode { dialect, show_pan, hex } => {
+        Iso8583Command::Decode {
+            dialect,
+            show_pan,
+            hex,
+        } => {
             let table = dialect.table();
-            each_input(hex, |line| decode(table, line, show_pan).map(|v| v.to_string()))
+            each_input(hex, |line| {
+                decode(table, line, show_pan).map(|v| v.to_string())
+            })
         }
         Iso8583Command::Encode { dialect, json } => {
             let table = dialect.table();
@@ -93,7 +99,11 @@ fn each_input(arg: Option<String>, f: impl Fn(&str) -> Result<String>) -> Result
             Ok(text) => writeln!(out, "{text}")?,
             Err(err) => {
                 failures += 1;
-                writeln!(out, "{}", json!({ "error": format!("line {}: {err:#}", n + 1) }))?;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "error": format!("line {}: {err:#}", n + 1) })
+                )?;
             }
         }
     }
@@ -105,7 +115,8 @@ fn each_input(arg: Option<String>, f: impl Fn(&str) -> Result<String>) -> Result
 }
 
 fn decode(table: &Dialect, hex_text: &str, show_pan: bool) -> Result<Value> {
-    let wire = iso8583::text::parse_hex(hex_text).ok_or_else(|| anyhow!("input is not an even number of hex digits"))?;
+    let wire = iso8583::text::parse_hex(hex_text)
+        .ok_or_else(|| anyhow!("input is not an even number of hex digits"))?;
     let msg = table.decode(&wire)?;
     let mut fields = Map::new();
     for (field, value) in msg.fields() {
@@ -121,17 +132,24 @@ fn decode(table: &Dialect, hex_text: &str, show_pan: bool) -> Result<Value> {
 
 fn encode(table: &Dialect, json_text: &str) -> Result<String> {
     let doc: Value = serde_json::from_str(json_text).context("input is not JSON")?;
-    let mti = doc.get("mti").and_then(Value::as_str).ok_or_else(|| anyhow!("\"mti\" (a string) is required"))?;
+    let mti = doc
+        .get("mti")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("\"mti\" (a string) is required"))?;
     let mut msg = Message::new(Mti::new(mti)?);
     if let Some(fields) = doc.get("fields") {
-        let fields = fields.as_object().ok_or_else(|| anyhow!("\"fields\" must be an object"))?;
+        let fields = fields
+            .as_object()
+            .ok_or_else(|| anyhow!("\"fields\" must be an object"))?;
         for (key, value) in fields {
             let field: u8 = key
                 .parse()
                 .ok()
                 .filter(|n| (2..=128).contains(n))
                 .ok_or_else(|| anyhow!("field key {key:?} is not a number in 2..=128"))?;
-            let text = value.as_str().ok_or_else(|| anyhow!("field {field}: value must be a string"))?;
+            let text = value
+                .as_str()
+                .ok_or_else(|| anyhow!("field {field}: value must be a string"))?;
             msg.set(field, value_from_text(table, field, text)?);
         }
     }

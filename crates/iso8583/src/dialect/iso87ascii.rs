@@ -13,7 +13,13 @@ const fn spec(name: &'static str, content: Content, length: Length) -> FieldSpec
         Content::B => Encoding::HexAscii,
         _ => Encoding::Ascii,
     };
-    FieldSpec { name, content, length, encoding, prefix: PrefixEncoding::Ascii }
+    FieldSpec {
+        name,
+        content,
+        length,
+        encoding,
+        prefix: PrefixEncoding::Ascii,
+    }
 }
 const fn n(name: &'static str, len: u16) -> FieldSpec {
     spec(name, Content::N, Length::Fixed(len))
@@ -35,7 +41,10 @@ pub static ISO87ASCII: Dialect = Dialect {
     mti: MtiEncoding::Ascii,
     bitmap: BitmapEncoding::HexAscii,
     fields: Dialect::table(&[
-        (2, spec("Primary account number", Content::N, Length::llvar(19))),
+        (
+            2,
+            spec("Primary account number", Content::N, Length::llvar(19)),
+        ),
         (3, n("Processing code", 6)),
         (4, n("Amount, transaction", 12)),
         (5, n("Amount, settlement", 12)),
@@ -66,19 +75,48 @@ pub static ISO87ASCII: Dialect = Dialect {
         (29, an("Amount, settlement fee", 9)),
         (30, an("Amount, transaction processing fee", 9)),
         (31, an("Amount, settlement processing fee", 9)),
-        (32, spec("Acquiring institution id", Content::N, Length::llvar(11))),
-        (33, spec("Forwarding institution id", Content::N, Length::llvar(11))),
-        (34, spec("Primary account number, extended", Content::Ans, Length::llvar(28))),
+        (
+            32,
+            spec("Acquiring institution id", Content::N, Length::llvar(11)),
+        ),
+        (
+            33,
+            spec("Forwarding institution id", Content::N, Length::llvar(11)),
+        ),
+        (
+            34,
+            spec(
+                "Primary account number, extended",
+                Content::Ans,
+                Length::llvar(28),
+            ),
+        ),
         (35, spec("Track 2 data", Content::Z, Length::llvar(37))),
         (36, spec("Track 3 data", Content::Z, Length::lllvar(104))),
         (37, an("Retrieval reference number", 12)),
         (38, an("Authorization id response", 6)),
         (39, an("Response code", 2)),
         (40, an("Service restriction code", 3)),
-        (41, spec("Card acceptor terminal id", Content::Ans, Length::Fixed(8))),
-        (42, spec("Card acceptor id code", Content::Ans, Length::Fixed(15))),
-        (43, spec("Card acceptor name/location", Content::Ans, Length::Fixed(40))),
-        (44, spec("Additional response data", Content::An, Length::llvar(25))),
+        (
+            41,
+            spec("Card acceptor terminal id", Content::Ans, Length::Fixed(8)),
+        ),
+        (
+            42,
+            spec("Card acceptor id code", Content::Ans, Length::Fixed(15)),
+        ),
+        (
+            43,
+            spec(
+                "Card acceptor name/location",
+                Content::Ans,
+                Length::Fixed(40),
+            ),
+        ),
+        (
+            44,
+            spec("Additional response data", Content::An, Length::llvar(25)),
+        ),
         // Track 1 carries '^' separators and spaces, so ans in practice.
         (45, spec("Track 1 data", Content::Ans, Length::llvar(76))),
         (46, ans_lll("Additional data, ISO", 999)),
@@ -90,7 +128,10 @@ pub static ISO87ASCII: Dialect = Dialect {
         (52, b64("PIN data")),
         (53, n("Security related control information", 16)),
         (54, ans_lll("Additional amounts", 120)),
-        (55, spec("ICC system related data", Content::B, Length::lllvar(510))),
+        (
+            55,
+            spec("ICC system related data", Content::B, Length::lllvar(510)),
+        ),
         (56, ans_lll("Reserved ISO", 999)),
         (57, ans_lll("Reserved national", 999)),
         (58, ans_lll("Reserved national", 999)),
@@ -133,8 +174,14 @@ pub static ISO87ASCII: Dialect = Dialect {
         (96, b64("Message security code")),
         (97, an("Amount, net settlement", 17)),
         (98, spec("Payee", Content::Ans, Length::Fixed(25))),
-        (99, spec("Settlement institution id", Content::N, Length::llvar(11))),
-        (100, spec("Receiving institution id", Content::N, Length::llvar(11))),
+        (
+            99,
+            spec("Settlement institution id", Content::N, Length::llvar(11)),
+        ),
+        (
+            100,
+            spec("Receiving institution id", Content::N, Length::llvar(11)),
+        ),
         (101, spec("File name", Content::Ans, Length::llvar(17))),
         (102, spec("Account id 1", Content::Ans, Length::llvar(28))),
         (103, spec("Account id 2", Content::Ans, Length::llvar(28))),
