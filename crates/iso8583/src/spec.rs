@@ -186,11 +186,11 @@ impl FieldSpec {
     pub fn attribute(&self) -> String {
         let c = self.content.notation();
         match self.length {
-            Length::Fixed(n) if matches!(self.content, Content::B) && self.units() == "bytes" => {
-                format!("{c} {}", n as u32 * 8)
+            Length::Fixed(n) if matches!(self.content, Content::B) => {
+                format!("{c} {}", self.value_len(n as usize) * 8)
             }
             Length::Fixed(n) => format!("{c} {n}"),
-            Length::Var { digits, max } => format!("{c} {}{max}", ".".repeat(digits as usize)),
+            Length::Var { digits, max } => format!("{c}{}{max}", ".".repeat(digits as usize)),
         }
     }
 }

@@ -47,6 +47,16 @@ enum Iso8583Command {
         /// The message in hex, MTI first (no length prefix or TPDU).
         hex: Option<String>,
     },
+    /// Print a dialect's field table: number, name, ISO attribute, length
+    /// form, wire encoding. `--json` for programs, Markdown otherwise.
+    Fields {
+        /// The dialect.
+        #[arg(long, value_enum)]
+        dialect: DialectName,
+        /// One JSON object per field instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Encode a message given as JSON (`{"mti": "0200", "fields": {"3": "000000"}}`;
     /// binary fields as hex) and print its hex. Without JSON, encode one
     /// message per line of standard input and print one hex line each.
@@ -72,6 +82,7 @@ pub fn run(args: Iso8583Args) -> Result<()> {
                 decode(table, line, show_pan).map(|v| v.to_string())
             })
         }
+        Iso8583Command::Fields { dialect, json } => print_fields(dialect.table(), json),
         Iso8583Command::Encode { dialect, json } => {
             let table = dialect.table();
             each_input(json, |line| encode(table, line))
@@ -84,7 +95,8 @@ pub fn run(args: Iso8583Args) -> Result<()> {
 /// and processing goes on; the exit status reports whether any line failed.
 fn each_input(arg: Option<String>, f: impl Fn(&str) -> Result<String>) -> Result<()> {
     if let Some(input) = arg {
-        println!("{}", f(input.trim())?);
+        let text = f(input.trim())?;
+        writeln!(std::io::stdout(), "{text}")?;
         return Ok(());
     }
     let stdout = std::io::stdout();
@@ -154,4 +166,34 @@ fn encode(table: &Dialect, json_text: &str) -> Result<String> {
         }
     }
     Ok(iso8583::text::hex_upper(&table.encode(&msg)?))
+}
+
+fn print_fields(table: &Dialect, as_json: bool) -> Result<()> {
+    use iso8583::spec::{Encoding, Length};
+    let mut out = std::io::stdout().lock();
+    if !as_json {
+        writeln!(out, "| field | name | attribute | length | encoding |")?;
+        writeln!(out, "|---|---|---|---|---|")?;
+    }
+    for (number, spec) in table.fields.iter().enumerate().filter_map(|(n, s)| s.as_ref().map(|s| (n, s))) {
+        let (length, max, prefix_digits) = match spec.length {
+            Length::Fixed(n) => ("fixed".to_string(), n, 0),
+            Length::Var { digits, max } => (format!("{}VAR, {:?} prefix", "L".repeat(digits.into()), spec.prefix), max, digits),
+        };
+        let encoding = match spec.encoding {
+            Encoding::Bcd { align, pad } => format!("BCD, {align:?}-aligned, pad {pad:X}"),
+            other => format!("{other:?}"),
+        };
+        if as_json {
+            let line = json!({
+                "field": number, "name": spec.name, "content": spec.content.notation(),
+                "attribute": spec.attribute(), "max": max, "prefix_digits": prefix_digits,
+                "units": spec.units(), "encoding": encoding,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "| {number} | {} | {} | {length} | {encoding} |", spec.name, spec.attribute())?;
+        }
+    }
+    Ok(())
 }

@@ -127,7 +127,7 @@ pub static ISO87ASCII: Dialect = Dialect {
         (51, an("Currency code, cardholder billing", 3)),
         (52, b64("PIN data")),
         (53, n("Security related control information", 16)),
-        (54, ans_lll("Additional amounts", 120)),
+        (54, ans_lll("Additional amounts", 240)),
         (
             55,
             spec("ICC system related data", Content::B, Length::lllvar(510)),
