@@ -308,35 +308,25 @@ impl Dialect {
                 write_prefix(spec.prefix, digits, units, out);
             }
         }
-        let check = |index: usize, byte: u8| {
-            if spec.content.allows(byte) {
-                Ok(())
-            } else {
-                Err(fail(EncodeErrorKind::InvalidChar {
+        if spec.encoding != Encoding::Binary && spec.encoding != Encoding::HexAscii {
+            if let Some(index) = value.iter().position(|&b| !spec.content.allows(b)) {
+                let byte = value[index];
+                return Err(fail(EncodeErrorKind::InvalidChar {
                     index,
                     byte,
                     content: spec.content.notation(),
-                }))
+                }));
             }
-        };
+        }
         match spec.encoding {
-            Encoding::Bcd { align, pad } => {
-                for (i, &b) in value.iter().enumerate() {
-                    check(i, b)?;
-                }
-                write_bcd(value, align, pad, out);
-            }
-            Encoding::Ascii => {
-                for (i, &b) in value.iter().enumerate() {
-                    check(i, b)?;
-                }
-                out.extend_from_slice(value);
-            }
+            Encoding::Bcd { align, pad } => write_bcd(value, align, pad, out),
+            Encoding::Ascii => out.extend_from_slice(value),
             Encoding::Ebcdic => {
-                for (i, &b) in value.iter().enumerate() {
-                    check(i, b)?;
-                    out.push(ascii_to_ebcdic(b).expect("content types are printable ASCII"));
-                }
+                out.extend(
+                    value
+                        .iter()
+                        .map(|&b| ascii_to_ebcdic(b).expect("content types are printable ASCII")),
+                );
             }
             Encoding::Binary => out.extend_from_slice(value),
             Encoding::HexAscii => {
@@ -372,13 +362,19 @@ fn bcd_nibble(ch: u8) -> u8 {
 }
 
 fn write_bcd(value: &[u8], align: Align, pad: u8, out: &mut Vec<u8>) {
-    let odd = value.len() % 2 == 1;
-    let mut digits = value.iter().map(|&c| bcd_nibble(c));
-    if odd && align == Align::Right {
-        out.push(pad << 4 | digits.next().unwrap_or(pad));
+    out.reserve(value.len().div_ceil(2));
+    let (head, body) = match (value.len() % 2 == 1, align) {
+        (true, Align::Right) => value.split_at(1),
+        _ => value.split_at(0),
+    };
+    if let Some(&first) = head.first() {
+        out.push(pad << 4 | bcd_nibble(first));
     }
-    while let Some(hi) = digits.next() {
-        out.push(hi << 4 | digits.next().unwrap_or(pad));
+    let pairs = body.chunks_exact(2);
+    let rest = pairs.remainder();
+    out.extend(pairs.map(|pair| bcd_nibble(pair[0]) << 4 | bcd_nibble(pair[1])));
+    if let Some(&last) = rest.first() {
+        out.push(bcd_nibble(last) << 4 | pad);
     }
 }
 
@@ -544,38 +540,52 @@ fn read_bcd(
     element: Element,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let odd = units % 2 == 1;
-    let pad_index = match (odd, align) {
-        (false, _) => None,
-        (true, Align::Left) => Some(units),
-        (true, Align::Right) => Some(0),
+    let digit = |nibble: u8, index: usize| match nibble {
+        0..=9 => Ok(b'0' + nibble),
+        0xD if content == Content::Z => Ok(b'='),
+        _ => Err(err(
+            element,
+            at + index,
+            DecodeErrorKind::BadBcdNibble { nibble },
+        )),
     };
-    for (i, nibble) in nibbles(bytes).enumerate() {
-        if Some(i) == pad_index {
-            if nibble != pad {
-                return Err(err(
-                    element,
-                    at + i / 2,
-                    DecodeErrorKind::BadPad {
-                        found: nibble,
-                        expected: pad,
-                    },
-                ));
-            }
-            continue;
+    let check_pad = |nibble: u8, index: usize| {
+        if nibble == pad {
+            Ok(())
+        } else {
+            Err(err(
+                element,
+                at + index,
+                DecodeErrorKind::BadPad {
+                    found: nibble,
+                    expected: pad,
+                },
+            ))
         }
-        let ch = match nibble {
-            0..=9 => b'0' + nibble,
-            0xD if content == Content::Z => b'=',
-            _ => {
-                return Err(err(
-                    element,
-                    at + i / 2,
-                    DecodeErrorKind::BadBcdNibble { nibble },
-                ));
-            }
-        };
-        out.push(ch);
+    };
+    out.reserve(units);
+    let odd = units % 2 == 1;
+    let (first, body) = match (odd, align, bytes.split_first()) {
+        (true, Align::Right, Some((&first, rest))) => (Some(first), rest),
+        _ => (None, bytes),
+    };
+    if let Some(b) = first {
+        check_pad(b >> 4, 0)?;
+        out.push(digit(b & 15, 0)?);
+    }
+    let offset = usize::from(first.is_some());
+    let last = if odd && align == Align::Left {
+        body.len().checked_sub(1)
+    } else {
+        None
+    };
+    for (i, &b) in body.iter().enumerate() {
+        out.push(digit(b >> 4, offset + i)?);
+        if Some(i) == last {
+            check_pad(b & 15, offset + i)?;
+        } else {
+            out.push(digit(b & 15, offset + i)?);
+        }
     }
     Ok(())
 }

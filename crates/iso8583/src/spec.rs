@@ -32,16 +32,51 @@ impl Content {
 
     /// Whether `byte` may appear in a text value of this content type.
     /// Always true for binary content.
+    #[inline]
     pub const fn allows(self, byte: u8) -> bool {
+        CHAR_CLASS[byte as usize] & self.class_bit() != 0
+    }
+
+    const fn class_bit(self) -> u8 {
         match self {
-            Content::N => byte.is_ascii_digit(),
-            Content::An => byte.is_ascii_alphanumeric(),
-            Content::Ans => matches!(byte, 0x20..=0x7E),
-            Content::Z => byte.is_ascii_digit() || byte == b'=',
-            Content::B => true,
+            Content::N => CLASS_N,
+            Content::An => CLASS_AN,
+            Content::Ans => CLASS_ANS,
+            Content::Z => CLASS_Z,
+            Content::B => CLASS_B,
         }
     }
 }
+
+const CLASS_N: u8 = 1;
+const CLASS_AN: u8 = 2;
+const CLASS_ANS: u8 = 4;
+const CLASS_Z: u8 = 8;
+const CLASS_B: u8 = 16;
+
+/// For each byte, the content types that allow it: one table lookup per
+/// byte when checking values (the codec's hottest loop).
+const CHAR_CLASS: [u8; 256] = {
+    let mut table = [CLASS_B; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_digit() {
+            table[b] |= CLASS_N | CLASS_Z;
+        }
+        if c.is_ascii_alphanumeric() {
+            table[b] |= CLASS_AN;
+        }
+        if c >= 0x20 && c <= 0x7E {
+            table[b] |= CLASS_ANS;
+        }
+        if c == b'=' {
+            table[b] |= CLASS_Z;
+        }
+        b += 1;
+    }
+    table
+};
 
 /// Which end of an odd-length BCD value the filler nibble goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -129,7 +129,7 @@ fn binary_fields_are_raw_in_cup_and_hex_text_in_ascii() {
     let m = msg("0200", &[(52, &pin)]);
     assert_eq!(
         CUP.encode(&m).unwrap(),
-        hex("0200 0000000000001000 0123456789ABCDEF")
+        hex("0200 0000000000001000 08 0123456789ABCDEF")
     );
     assert_eq!(
         ISO87ASCII.encode(&m).unwrap(),

@@ -3,6 +3,9 @@
 //! with BCD length prefixes (LL in one byte, LLL in two), and ASCII for the
 //! text elements 37, 38, 39, 41, 42, 44, 49, 54 and 63.
 //!
+//! Field 52 is the one departure from UnionPay: an LLVAR of up to 16
+//! bytes, so that ISO 9564 format 4 (AES) PIN blocks fit.
+//!
 //! Odd-length BCD values are left-aligned with a trailing `0` nibble, except
 //! field 23 (card sequence number), which is right-aligned, following the
 //! UnionPay POS terminal message specification.
@@ -130,7 +133,10 @@ pub static CUP: Dialect = Dialect {
             49,
             text("Currency code, transaction", Content::An, Length::Fixed(3)),
         ),
-        (52, bin("PIN block", Length::Fixed(8))),
+        // UnionPay fixes 52 at 8 bytes, which predates AES PIN blocks; posnet
+        // prefixes it (LL, bytes) so it carries an 8-byte TDES block or a
+        // 16-byte ISO 9564 format 4 block.
+        (52, bin("PIN block", Length::llvar(16))),
         (53, n("Security related control information", 16)),
         (
             54,
