@@ -175,10 +175,19 @@ fn print_fields(table: &Dialect, as_json: bool) -> Result<()> {
         writeln!(out, "| field | name | attribute | length | encoding |")?;
         writeln!(out, "|---|---|---|---|---|")?;
     }
-    for (number, spec) in table.fields.iter().enumerate().filter_map(|(n, s)| s.as_ref().map(|s| (n, s))) {
+    for (number, spec) in table
+        .fields
+        .iter()
+        .enumerate()
+        .filter_map(|(n, s)| s.as_ref().map(|s| (n, s)))
+    {
         let (length, max, prefix_digits) = match spec.length {
             Length::Fixed(n) => ("fixed".to_string(), n, 0),
-            Length::Var { digits, max } => (format!("{}VAR, {:?} prefix", "L".repeat(digits.into()), spec.prefix), max, digits),
+            Length::Var { digits, max } => (
+                format!("{}VAR, {:?} prefix", "L".repeat(digits.into()), spec.prefix),
+                max,
+                digits,
+            ),
         };
         let encoding = match spec.encoding {
             Encoding::Bcd { align, pad } => format!("BCD, {align:?}-aligned, pad {pad:X}"),
@@ -192,7 +201,12 @@ fn print_fields(table: &Dialect, as_json: bool) -> Result<()> {
             });
             writeln!(out, "{line}")?;
         } else {
-            writeln!(out, "| {number} | {} | {} | {length} | {encoding} |", spec.name, spec.attribute())?;
+            writeln!(
+                out,
+                "| {number} | {} | {} | {length} | {encoding} |",
+                spec.name,
+                spec.attribute()
+            )?;
         }
     }
     Ok(())
