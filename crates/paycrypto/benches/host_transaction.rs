@@ -1,0 +1,2 @@
+//! The host's cryptographic cost per transaction.
+fn main() {}
