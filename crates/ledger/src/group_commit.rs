@@ -407,10 +407,9 @@ impl<S: LedgerStore> Committer<S> {
         };
         let committed = matches!(end, BatchEnd::Committed);
         let size = batch.len();
-        for job in batch.drain(..) {
-            job.finish(&end);
-        }
 
+        // Recorded before any answer leaves, so a submitter that has its
+        // answer also sees its batch in the metrics.
         let c = &self.counters;
         if committed {
             c.batches_committed.fetch_add(1, Ordering::Relaxed);
@@ -431,6 +430,9 @@ impl<S: LedgerStore> Committer<S> {
                 queue_depth: self.rx.len(),
                 duration: started.elapsed(),
             });
+        }
+        for job in batch.drain(..) {
+            job.finish(&end);
         }
     }
 

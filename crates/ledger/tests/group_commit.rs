@@ -105,10 +105,6 @@ async fn a_failing_job_does_not_affect_its_batch() {
     let (ledger, batches, _fx) = start(Fixture::new(), 64);
     let (release, held) = hold(&ledger).await;
 
-    let submit = |job: Box<dyn FnOnce(&mut ledger::SqliteTx<'_>) -> Result<u64, String> + Send>| {
-        let l = ledger.clone();
-        tokio::spawn(async move { l.submit(job).await })
-    };
     // Each job writes a transfer and a journal row; three of them fail after
     // writing, each differently.
     let write = |tx: &mut ledger::SqliteTx<'_>, n: u128| -> Result<u64, String> {
@@ -121,37 +117,42 @@ async fn a_failing_job_does_not_affect_its_batch() {
             .map_err(|e| e.to_string())
             .map(|rows| rows as u64)
     };
-    let jobs = vec![
-        submit(Box::new(move |tx| write(tx, 1))),
-        submit(Box::new(move |tx| {
-            write(tx, 2).and(Err("refused after writing".into()))
-        })),
-        submit(Box::new(move |tx| {
+    type Job = Box<dyn FnOnce(&mut ledger::SqliteTx<'_>) -> Result<u64, String> + Send>;
+    let jobs: Vec<Job> = vec![
+        Box::new(move |tx| write(tx, 1)),
+        Box::new(move |tx| write(tx, 2).and(Err("refused after writing".into()))),
+        Box::new(move |tx| {
             write(tx, 3)?;
             panic!("job 3 fails hard")
-        })),
-        submit(Box::new(move |tx| {
+        }),
+        Box::new(move |tx| {
             write(tx, 4)?;
             // Over the funds of the card: rejected, and the job gives up.
             let over = TransferRequest::single(TransferId(40), CARD, SHOP, LOADED + 1, EUR);
             tx.create_transfer(&over)
                 .map(|_| 0)
                 .map_err(|e| e.to_string())
-        })),
-        submit(Box::new(move |tx| write(tx, 5))),
+        }),
+        Box::new(move |tx| write(tx, 5)),
         // Same id as job 1 with other fields: job 1's row is untouched.
-        submit(Box::new(move |tx| {
+        Box::new(move |tx| {
             let clash = TransferRequest::single(TransferId(1), FUNDING, SHOP, 11, EUR);
             tx.create_transfer(&clash)
                 .map(|_| 0)
                 .map_err(|e| e.to_string())
-        })),
+        }),
     ];
-    until_queued(&ledger, jobs.len()).await;
+    // Queued one by one, in this order, behind the held job: one batch.
+    let mut queued = Vec::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let l = ledger.clone();
+        queued.push(tokio::spawn(async move { l.submit(job).await }));
+        until_queued(&ledger, i + 1).await;
+    }
     release.send(()).unwrap();
     held.await.unwrap();
     let mut answers = Vec::new();
-    for j in jobs {
+    for j in queued {
         answers.push(j.await.unwrap());
     }
     assert!(matches!(answers[0], Ok(1)));
