@@ -310,10 +310,17 @@ impl Header {
         ))
     }
 
-    /// Parses the header at the start of `block`; returns it and the header
-    /// text's length (fixed part plus optional blocks).
-    fn parse(block: &str) -> Result<(Self, usize), Tr31Error> {
+    /// Parses the header at the start of a key block or of a header
+    /// template (as a calculator takes it); returns it and the header text's
+    /// length (fixed part plus optional blocks, `PB` dropped). The length
+    /// field is not checked here, nor are the field values ([`validate`]).
+    ///
+    /// [`validate`]: Header::validate
+    pub fn parse(block: &str) -> Result<(Self, usize), Tr31Error> {
         let b = block.as_bytes();
+        if !b.iter().all(|c| (0x20..0x7F).contains(c)) {
+            return Err(Tr31Error::Malformed("not printable ASCII"));
+        }
         if b.len() < HEADER_LEN {
             return Err(Tr31Error::Malformed("shorter than a 16-character header"));
         }

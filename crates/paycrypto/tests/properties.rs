@@ -9,10 +9,16 @@ use proptest::prelude::*;
 use std::sync::LazyLock;
 
 /// Derived once: PBKDF2 with 4000 rounds per case would dominate the run.
-static NEXO_KEY: LazyLock<NexoKey> = LazyLock::new(|| NexoKey::derive("prop passphrase", "prop", 3).unwrap());
+static NEXO_KEY: LazyLock<NexoKey> =
+    LazyLock::new(|| NexoKey::derive("prop passphrase", "prop", 3).unwrap());
 
 fn format() -> impl Strategy<Value = Format> {
-    prop_oneof![Just(Format::Iso0), Just(Format::Iso1), Just(Format::Iso3), Just(Format::Iso4)]
+    prop_oneof![
+        Just(Format::Iso0),
+        Just(Format::Iso1),
+        Just(Format::Iso3),
+        Just(Format::Iso4)
+    ]
 }
 
 proptest! {

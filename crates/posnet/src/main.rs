@@ -1,6 +1,7 @@
 //! `posnet`: the one binary of the posnet payment system, with a subcommand
 //! for each component and for the engineer's everyday tools.
 
+mod crypto_cmd;
 mod iso8583_cmd;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +21,15 @@ enum Command {
     /// Decode and encode ISO 8583 messages (read traces, build test messages).
     #[command(name = "iso8583")]
     Iso8583(iso8583_cmd::Iso8583Args),
+    /// Payment cryptography calculator: DUKPT, PIN blocks, MACs, TR-31, KCVs, nexo.
+    Crypto(crypto_cmd::CryptoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Iso8583(args) => iso8583_cmd::run(args),
+        Command::Crypto(args) => crypto_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
