@@ -4,7 +4,7 @@
 //! it at random moments) and for load trials by hand.
 //!
 //! ```text
-//! ledger-load <ledger.db> <jobs.txt> [--from N] [--threads T]
+//! ledger-load <ledger.db> <jobs.txt> [--from N] [--to M] [--threads T]
 //! ```
 //!
 //! `jobs.txt` holds one job per line: transfers separated by `;`, each one of
@@ -18,10 +18,13 @@
 //! ```
 //!
 //! A job commits all its transfers or none. For each job `N` from `--from`
-//! on, stdout gets `approved N` or `declined N <code>`; lines of jobs that
-//! did not finish are never printed. Accounts must exist already.
+//! up to (not including) `--to` or the end of the file, stdout gets
+//! `approved N new`, `approved N replay` (every transfer of the job existed
+//! already: an idempotent resubmission) or `declined N <code>`. Jobs that did
+//! not finish are never printed. Accounts must exist already.
 
 use std::io::Write;
+use std::ops::Not;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,7 +41,7 @@ const MAX_THREADS: usize = 1_024;
 
 #[derive(Debug, thiserror::Error)]
 enum LoadError {
-    #[error("usage: ledger-load <ledger.db> <jobs.txt> [--from N] [--threads T]")]
+    #[error("usage: ledger-load <ledger.db> <jobs.txt> [--from N] [--to M] [--threads T]")]
     Usage,
     #[error("jobs file line {line}: {what}")]
     Job { line: usize, what: String },
@@ -119,16 +122,19 @@ fn run() -> Result<(), LoadError> {
     let (Some(db), Some(jobs_path)) = (args.next(), args.next()) else {
         return Err(LoadError::Usage);
     };
-    let (mut from, mut threads) = (0usize, 64usize);
+    let (mut from, mut to, mut threads) = (0usize, usize::MAX, 64usize);
     while let Some(flag) = args.next() {
         let value = args.next().and_then(|v| v.parse().ok());
         match (flag.as_str(), value) {
             ("--from", Some(v)) => from = v,
+            ("--to", Some(v)) => to = v,
             ("--threads", Some(v)) if (1..=MAX_THREADS).contains(&v) => threads = v,
             _ => return Err(LoadError::Usage),
         }
     }
-    let jobs = Arc::new(parse_jobs(&std::fs::read_to_string(jobs_path)?)?);
+    let mut jobs = parse_jobs(&std::fs::read_to_string(jobs_path)?)?;
+    jobs.truncate(to);
+    let jobs = Arc::new(jobs);
     let ledger = GroupCommit::start(SqliteStore::open(db)?, GroupCommitConfig::default());
     let next = Arc::new(AtomicUsize::new(from));
 
@@ -142,13 +148,15 @@ fn run() -> Result<(), LoadError> {
                         return Ok(());
                     };
                     let answer = ledger.submit_blocking(move |tx| {
-                        job.iter()
-                            .try_for_each(|req| tx.create_transfer(req).map(drop))
+                        job.iter().try_fold(true, |replay, req| {
+                            Ok(tx.create_transfer(req)?.is_created().not() && replay)
+                        })
                     });
                     // Printed only now, after the commit: a line on stdout is
                     // an answer the ledger has made durable.
                     let line = match answer {
-                        Ok(()) => format!("approved {n}"),
+                        Ok(false) => format!("approved {n} new"),
+                        Ok(true) => format!("approved {n} replay"),
                         Err(SubmitError::Job(TransferError::Rejected { rejection, .. })) => {
                             format!("declined {n} {rejection:?}")
                         }
