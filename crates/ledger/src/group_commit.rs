@@ -32,6 +32,9 @@ use crate::error::StoreError;
 use crate::store::sealed::{Backend, Token};
 use crate::store::{LedgerStore, LedgerTx};
 
+/// Observer called after every batch (see [`GroupCommitConfig::on_batch`]).
+pub type BatchHook = Arc<dyn Fn(&BatchReport) + Send + Sync>;
+
 /// Sizes of the committer's queue and batches.
 #[derive(Clone)]
 pub struct GroupCommitConfig {
@@ -46,7 +49,7 @@ pub struct GroupCommitConfig {
     pub max_batch: usize,
     /// Called after every batch, on the committer thread (keep it cheap: it
     /// delays the next batch).
-    pub on_batch: Option<Arc<dyn Fn(&BatchReport) + Send + Sync>>,
+    pub on_batch: Option<BatchHook>,
 }
 
 impl Default for GroupCommitConfig {

@@ -98,7 +98,9 @@ pub mod sqlite;
 pub mod store;
 
 pub use error::{AccountError, AccountRejection, StoreError, TransferError, TransferRejection};
-pub use group_commit::{BatchReport, GroupCommit, GroupCommitConfig, Metrics, SubmitError};
+pub use group_commit::{
+    BatchHook, BatchReport, GroupCommit, GroupCommitConfig, Metrics, SubmitError,
+};
 pub use invariants::{InvariantError, InvariantReport, Violation};
 pub use model::{
     Account, AccountFlags, AccountId, AccountKind, AccountStatus, Balances, Currency, MAX_AMOUNT,

@@ -358,16 +358,16 @@ fn acknowledged_transfers_survive_kill_9_exactly_once() {
         CARDS as u64 + approved_transfers,
         "exactly once (seed {seed})"
     );
-    for i in 0..CARDS as usize {
+    for (i, &debits) in card_debits.iter().enumerate() {
         let b = reader.balances(card(i)).unwrap().unwrap();
         assert_eq!(
             (b.debits_posted, b.debits_pending, b.credits_posted),
-            (card_debits[i], 0, LOADED)
+            (debits, 0, LOADED)
         );
     }
-    for i in 0..SHOPS as usize {
+    for (i, &credits) in shop_credits.iter().enumerate() {
         let b = reader.balances(shop(i)).unwrap().unwrap();
-        assert_eq!((b.credits_posted, b.credits_pending), (shop_credits[i], 0));
+        assert_eq!((b.credits_posted, b.credits_pending), (credits, 0));
     }
     eprintln!(
         "crash test: {kills} kills, {to} jobs, {replays} replays, {approved_transfers} transfers"
