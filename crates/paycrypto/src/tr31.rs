@@ -387,11 +387,6 @@ impl Header {
             }
             pos = end;
         }
-        if pos % version.block_size() != 0 {
-            return Err(Tr31Error::Malformed(
-                "header is not a whole number of cipher blocks",
-            ));
-        }
         Ok((header, pos))
     }
 }
@@ -649,6 +644,11 @@ pub fn unwrap(kbpk: &Kbpk, block: &str) -> Result<KeyBlock, Tr31Error> {
         return Err(Tr31Error::Malformed("longer than 9999 characters"));
     }
     let (header, header_len) = Header::parse(block)?;
+    if header_len % header.version.block_size() != 0 {
+        return Err(Tr31Error::Malformed(
+            "header is not a whole number of cipher blocks",
+        ));
+    }
     let declared: usize = block[1..5].parse().map_err(|_| Tr31Error::HeaderField {
         field: "key block length",
         value: block[1..5].to_owned(),
