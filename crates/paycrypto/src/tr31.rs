@@ -326,7 +326,7 @@ impl Header {
         }
         let version = Version::from_char(char::from(b[0]))?;
         let text = |r: std::ops::Range<usize>| block[r].to_owned();
-        let count: usize = block[12..14].parse().map_err(|_| Tr31Error::HeaderField {
+        let count = decimal(&block[12..14]).ok_or_else(|| Tr31Error::HeaderField {
             field: "number of optional blocks",
             value: text(12..14),
         })?;
@@ -556,6 +556,15 @@ fn check_kbpk(version: Version, kbpk: &Kbpk) -> Result<(), Tr31Error> {
     }
 }
 
+/// A field of ASCII decimal digits only (`str::parse` would accept `+1`).
+fn decimal(field: &str) -> Option<usize> {
+    field
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| field.parse().ok())
+        .flatten()
+}
+
 fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
@@ -649,7 +658,7 @@ pub fn unwrap(kbpk: &Kbpk, block: &str) -> Result<KeyBlock, Tr31Error> {
             "header is not a whole number of cipher blocks",
         ));
     }
-    let declared: usize = block[1..5].parse().map_err(|_| Tr31Error::HeaderField {
+    let declared = decimal(&block[1..5]).ok_or_else(|| Tr31Error::HeaderField {
         field: "key block length",
         value: block[1..5].to_owned(),
     })?;

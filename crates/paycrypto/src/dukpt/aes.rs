@@ -142,6 +142,7 @@ fn derive(parent: &KeyBytes, usage: u16, out: KeyAlgorithm, data: [u8; 8]) -> Ke
         dd[8..].copy_from_slice(&data);
         cipher.encrypt(&mut dd);
         chunk.copy_from_slice(&dd[..chunk.len()]);
+        zeroize::Zeroize::zeroize(&mut dd);
     }
     let key = KeyBytes::new(out, &material[..len]).expect("length from algorithm");
     zeroize::Zeroize::zeroize(&mut material);

@@ -134,13 +134,15 @@ fn nrkgp(key: &KeyBytes, register: u64) -> KeyBytes {
     }
     let mut k = [0u8; 16];
     k.copy_from_slice(key.as_bytes());
-    let right = half(&k, register);
+    let mut right = half(&k, register);
     xor_into(&mut k, &KEY_MASK);
-    let left = half(&k, register);
+    let mut left = half(&k, register);
     k[..8].copy_from_slice(&left);
     k[8..].copy_from_slice(&right);
     let out = tdes_key(&k);
     zeroize::Zeroize::zeroize(&mut k);
+    zeroize::Zeroize::zeroize(&mut left);
+    zeroize::Zeroize::zeroize(&mut right);
     out
 }
 
