@@ -1,0 +1,1029 @@
+//! What each message asks for, and the decisions the host makes on it inside
+//! one ledger transaction: the journal row, the transfer, the outbox event
+//! and the exact response bytes all commit together, or none of them does.
+
+use crate::issuer::{account_id, funding_account};
+use crate::time::Now;
+use iso8583::dialect::CUP;
+use iso8583::{Field60, Message};
+use ledger::{
+    Currency, LedgerRead, LedgerTx, SqliteTx, TransferId, TransferRejection, TransferRequest,
+};
+use paycrypto::MacKey;
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The transaction a message asks for, from its MTI, processing code (3),
+/// transaction type (60.1) and network management code (60.3); see
+/// docs/iso8583-dialect.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// 0800, 60.3 = 001 or 003.
+    SignOn,
+    /// 0820, 60.3 = 002.
+    SignOff,
+    /// 0820, 60.3 = 301.
+    Echo,
+    /// 0800, 60.3 = 360.
+    ParameterDownload,
+    /// 0200, 310000, 60.1 = 01.
+    Balance,
+    /// 0200, 000000, 60.1 = 22.
+    Sale,
+    /// 0200, 200000, 60.1 = 23.
+    Void,
+    /// 0220, 200000, 60.1 = 25.
+    Refund,
+    /// 0100, 030000, 60.1 = 10.
+    PreAuth,
+    /// 0100, 200000, 60.1 = 11.
+    PreAuthCancel,
+    /// 0200, 000000, 60.1 = 20.
+    Completion,
+    /// 0200, 200000, 60.1 = 21.
+    CompletionVoid,
+    /// 0220, 000000, 60.1 = 30: a sale the terminal approved offline.
+    OfflineAdvice,
+    /// 0400: reversal of any reversible transaction.
+    Reversal,
+    /// 0500, 60.3 = 201.
+    Settlement,
+    /// 0320, 60.3 = 201: one transaction of the batch.
+    BatchUpload,
+    /// 0320, 60.3 = 202.
+    BatchUploadEnd,
+}
+
+impl Kind {
+    /// Classifies a request; `None` for anything outside the message set.
+    pub fn classify(msg: &Message) -> Option<Kind> {
+        Self::classify_as(msg.mti().as_str(), msg)
+    }
+
+    fn classify_as(mti: &str, msg: &Message) -> Option<Kind> {
+        let f60 = msg.get_str(60).and_then(|t| Field60::parse(t).ok());
+        let txn = f60.as_ref().map(|f| f.transaction_type);
+        let code = f60.as_ref().and_then(|f| f.network_code);
+        let pc = msg.processing_code().unwrap_or("");
+        use Kind::*;
+        Some(match (mti, pc, txn, code) {
+            ("0800", _, _, Some(1 | 3)) => SignOn,
+            ("0800", _, _, Some(360)) => ParameterDownload,
+            ("0820", _, _, Some(2)) => SignOff,
+            ("0820", _, _, Some(301)) => Echo,
+            ("0200", "310000", Some(1), _) => Balance,
+            ("0200", "000000", Some(22), _) => Sale,
+            ("0200", "200000", Some(23), _) => Void,
+            ("0220", "200000", Some(25), _) => Refund,
+            ("0100", "030000", Some(10), _) => PreAuth,
+            ("0100", "200000", Some(11), _) => PreAuthCancel,
+            ("0200", "000000", Some(20), _) => Completion,
+            ("0200", "200000", Some(21), _) => CompletionVoid,
+            ("0220", "000000", Some(30), _) => OfflineAdvice,
+            ("0400", _, Some(_), _) => Reversal,
+            ("0500", _, _, Some(201)) => Settlement,
+            ("0320", _, _, Some(201)) => BatchUpload,
+            ("0320", _, _, Some(202)) => BatchUploadEnd,
+            _ => return None,
+        })
+    }
+
+    /// The MTI and kind of the original a reversal names (by its 3 and 60.1).
+    pub fn reversed(msg: &Message) -> Option<(&'static str, Kind)> {
+        ["0200", "0100"]
+            .into_iter()
+            .find_map(|mti| Self::classify_as(mti, msg).map(|k| (mti, k)))
+            .filter(|(_, k)| k.is_reversible())
+    }
+
+    /// Stable lowercase name, as stored in the journal and sent to merchants.
+    pub fn name(self) -> &'static str {
+        use Kind::*;
+        match self {
+            SignOn => "sign_on",
+            SignOff => "sign_off",
+            Echo => "echo",
+            ParameterDownload => "parameter_download",
+            Balance => "balance",
+            Sale => "sale",
+            Void => "void",
+            Refund => "refund",
+            PreAuth => "preauth",
+            PreAuthCancel => "preauth_cancel",
+            Completion => "completion",
+            CompletionVoid => "completion_void",
+            OfflineAdvice => "offline_sale",
+            Reversal => "reversal",
+            Settlement => "settlement",
+            BatchUpload => "batch_upload",
+            BatchUploadEnd => "batch_upload_end",
+        }
+    }
+
+    /// Requests that must carry a valid MAC and KSN (everything but network management).
+    pub fn needs_mac(self) -> bool {
+        !matches!(
+            self,
+            Kind::SignOn | Kind::SignOff | Kind::Echo | Kind::ParameterDownload
+        )
+    }
+
+    /// Requests recorded in the journal, answered exactly once.
+    pub fn is_journaled(self) -> bool {
+        !matches!(
+            self,
+            Kind::SignOn
+                | Kind::SignOff
+                | Kind::Echo
+                | Kind::ParameterDownload
+                | Kind::Settlement
+                | Kind::BatchUpload
+                | Kind::BatchUploadEnd
+        )
+    }
+
+    /// Batch upload messages (detail or end).
+    pub fn is_batch(self) -> bool {
+        matches!(self, Kind::BatchUpload | Kind::BatchUploadEnd)
+    }
+
+    fn is_reversible(self) -> bool {
+        matches!(
+            self,
+            Kind::Sale
+                | Kind::Void
+                | Kind::PreAuth
+                | Kind::PreAuthCancel
+                | Kind::Completion
+                | Kind::CompletionVoid
+                | Kind::Balance
+        )
+    }
+
+    fn transfer_code(self) -> u16 {
+        use Kind::*;
+        match self {
+            Sale => 1,
+            Void => 2,
+            Refund => 3,
+            PreAuth => 4,
+            PreAuthCancel => 5,
+            Completion => 6,
+            CompletionVoid => 7,
+            OfflineAdvice => 8,
+            Reversal => 9,
+            _ => 0,
+        }
+    }
+}
+
+/// Card data the host derived from the request before the job runs.
+#[derive(Debug, Clone)]
+pub struct CardInput {
+    /// Keyed token of the PAN.
+    pub token: String,
+    /// PAN masked to first 6 and last 4.
+    pub masked_pan: String,
+    /// Expiry YYMM from field 14 or track 2, when sent.
+    pub expiry: Option<String>,
+}
+
+/// Everything the committer needs to decide and answer one request.
+pub struct Job {
+    /// What is asked.
+    pub kind: Kind,
+    /// The decoded request.
+    pub request: Message,
+    /// From the client certificate (equal to field 41).
+    pub terminal_id: String,
+    /// Field 11.
+    pub stan: u32,
+    /// 60.2.
+    pub batch: u32,
+    /// Field 4, 0 when absent.
+    pub amount: u64,
+    /// Field 49, ISO 4217 numeric.
+    pub currency: u16,
+    /// The card, when the request names one.
+    pub card: Option<CardInput>,
+    /// PIN check value of the PIN block, when one was sent.
+    pub pin_check: Option<[u8; 32]>,
+    /// Initial key id (hex) and counter of the request's KSN.
+    pub ksn: Option<(String, u32)>,
+    /// SHA-256 of the request bytes: tells a retransmission from a reuse.
+    pub request_hash: [u8; 32],
+    /// Time of arrival.
+    pub now: Now,
+    /// Key that MACs the response (the KSN's MAC-verification key).
+    pub response_mac: Option<MacKey>,
+    /// Seconds between echoes, sent in the parameters.
+    pub echo_interval: u32,
+}
+
+/// A job failed in storage: the batch rolls it back and the terminal gets 96.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// SQLite failed.
+    #[error("host tables: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The ledger's storage failed.
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::StoreError),
+    /// A response could not be encoded (a bug: requests were validated).
+    #[error("encoding the response: {0}")]
+    Encode(#[from] iso8583::EncodeError),
+    /// The response MAC could not be computed.
+    #[error("response MAC: {0}")]
+    Mac(String),
+}
+
+struct Decision {
+    code: &'static str,
+    state: &'static str,
+    transfer: Option<TransferId>,
+    original: Option<i64>,
+    extra: Vec<(u8, Vec<u8>)>,
+}
+
+impl Decision {
+    fn decline(code: &'static str) -> Self {
+        Decision {
+            code,
+            state: "declined",
+            transfer: None,
+            original: None,
+            extra: Vec::new(),
+        }
+    }
+    fn approve(transfer: Option<TransferId>) -> Self {
+        Decision {
+            code: "00",
+            state: "approved",
+            transfer,
+            original: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// The transfer id of a request: a function of what identifies the request,
+/// so that even a retry that slipped past the journal cannot charge twice.
+pub fn transfer_id(terminal_id: &str, mti: &str, stan: u32, batch: u32) -> TransferId {
+    let digest = Sha256::digest(format!("{terminal_id}/{mti}/{stan}/{batch}"));
+    TransferId(u128::from_be_bytes(
+        digest[..16].try_into().expect("16 bytes"),
+    ))
+}
+
+fn id_bytes(id: TransferId) -> Vec<u8> {
+    id.0.to_be_bytes().to_vec()
+}
+
+fn id_from(bytes: Option<Vec<u8>>) -> Option<TransferId> {
+    bytes
+        .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+        .map(|b| TransferId(u128::from_be_bytes(b)))
+}
+
+fn reject_code(rejection: TransferRejection) -> &'static str {
+    use TransferRejection::*;
+    match rejection {
+        ExceedsCredits => "51",
+        ExceedsPendingTransferAmount | ExceedsLinkedTransferAmount | AmountMustNotBeZero => "13",
+        PendingTransferAlreadyPosted | PendingTransferAlreadyVoided | PendingTransferNotPending => {
+            "12"
+        }
+        DebitAccountNotFound | CreditAccountNotFound => "14",
+        DebitAccountClosed | CreditAccountClosed => "05",
+        AccountsHaveDifferentCurrencies | CurrencyMismatch => "13",
+        PendingTransferNotFound | LinkedTransferNotFound | LinkedTransferNotPosted => "25",
+        _ => "96",
+    }
+}
+
+struct TerminalRow {
+    merchant_id: String,
+    status: String,
+    initial_key_id: String,
+    last_ksn: u32,
+    max_amount: u64,
+    offline_floor: u64,
+    param_version: u32,
+}
+
+struct MerchantRow {
+    name: String,
+    account: Vec<u8>,
+    currency: u16,
+    max_amount: u64,
+}
+
+struct CardRow {
+    account: Vec<u8>,
+    expiry: String,
+    pin_check: Option<Vec<u8>>,
+    status: String,
+    per_txn_limit: u64,
+    daily_limit: u64,
+    currency: u16,
+}
+
+struct Original {
+    id: i64,
+    kind: String,
+    amount: u64,
+    state: String,
+    transfer: Option<TransferId>,
+}
+
+/// Runs one job inside the open transaction and returns the response bytes.
+pub fn run(tx: &mut SqliteTx<'_>, job: &Job) -> Result<Vec<u8>, JobError> {
+    let mti = job.request.mti();
+    if job.kind.is_journaled() {
+        let seen: Option<(Vec<u8>, Vec<u8>)> = tx
+            .sql()
+            .query_row(
+                "SELECT request_hash, response FROM journal WHERE terminal_id = ?1 AND mti = ?2 AND stan = ?3 AND batch = ?4",
+                params![job.terminal_id, mti.as_str(), job.stan, job.batch],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((hash, response)) = seen {
+            // A retransmission gets the first answer; a different request
+            // reusing the STAN is a duplicate and changes nothing.
+            return if hash == job.request_hash {
+                Ok(response)
+            } else {
+                respond(job, "94", &[], None)
+            };
+        }
+    }
+    let Some(terminal) = load_terminal(tx, &job.terminal_id)? else {
+        return respond(job, "96", &[], None);
+    };
+    if terminal.status != "active" {
+        return respond(job, "05", &[], None);
+    }
+    if let Some((key_id, counter)) = &job.ksn {
+        if *key_id != terminal.initial_key_id || *counter <= terminal.last_ksn {
+            tracing::warn!(terminal = %job.terminal_id, counter, last = terminal.last_ksn, "replayed or foreign KSN refused");
+            return respond(job, "A0", &[], None);
+        }
+        tx.sql().execute(
+            "UPDATE terminals SET last_ksn_counter = ?2 WHERE terminal_id = ?1",
+            params![job.terminal_id, counter],
+        )?;
+    }
+    let merchant = load_merchant(tx, &terminal.merchant_id)?;
+    match job.kind {
+        Kind::SignOn | Kind::ParameterDownload => {
+            tx.sql().execute(
+                "UPDATE terminals SET signed_on_at = ?2 WHERE terminal_id = ?1",
+                params![job.terminal_id, job.now.unix],
+            )?;
+            let params = parameters(&terminal, &merchant, job.echo_interval);
+            return respond(job, "00", &[(62, params)], None);
+        }
+        Kind::SignOff => {
+            tx.sql().execute(
+                "UPDATE terminals SET signed_on_at = NULL WHERE terminal_id = ?1",
+                params![job.terminal_id],
+            )?;
+            return respond(job, "00", &[], None);
+        }
+        Kind::Echo => return respond(job, "00", &[], None),
+        Kind::Settlement => return settle(tx, job),
+        Kind::BatchUpload => {
+            tx.sql().execute(
+                "UPDATE settlements SET uploaded = uploaded + 1 WHERE id = (SELECT max(id) FROM settlements WHERE terminal_id = ?1 AND batch = ?2)",
+                params![job.terminal_id, job.batch],
+            )?;
+            return respond(job, "00", &[], None);
+        }
+        Kind::BatchUploadEnd => {
+            tx.sql().execute(
+                "UPDATE settlements SET closed_at = ?3 WHERE id = (SELECT max(id) FROM settlements WHERE terminal_id = ?1 AND batch = ?2)",
+                params![job.terminal_id, job.batch, job.now.unix],
+            )?;
+            return respond(job, "00", &[], None);
+        }
+        _ => {}
+    }
+    let decision = decide(tx, job, &terminal, &merchant)?;
+    record(tx, job, &terminal.merchant_id, decision)
+}
+
+fn decide(
+    tx: &mut SqliteTx<'_>,
+    job: &Job,
+    terminal: &TerminalRow,
+    merchant: &MerchantRow,
+) -> Result<Decision, JobError> {
+    let currency = Currency(job.currency);
+    let merchant_account = ledger::AccountId(u128::from_be_bytes(
+        merchant.account.as_slice().try_into().unwrap_or([0; 16]),
+    ));
+    let id = transfer_id(
+        &job.terminal_id,
+        job.request.mti().as_str(),
+        job.stan,
+        job.batch,
+    );
+    let code = job.kind.transfer_code();
+    match job.kind {
+        Kind::Sale | Kind::PreAuth | Kind::Balance | Kind::OfflineAdvice => {
+            // A reversal that arrived before its original (the terminal timed
+            // out first) keeps the late original from charging.
+            if reversal_recorded(tx, job)? {
+                return Ok(Decision::decline("05"));
+            }
+            let card = match check_card(tx, job, terminal, merchant)? {
+                Ok(card) => card,
+                Err(code) if job.kind == Kind::OfflineAdvice => {
+                    tracing::warn!(terminal = %job.terminal_id, code, "offline sale for a card the host would decline");
+                    return Ok(Decision {
+                        state: "unfunded",
+                        ..Decision::approve(None)
+                    });
+                }
+                Err(code) => return Ok(Decision::decline(code)),
+            };
+            let card_account = ledger::AccountId(u128::from_be_bytes(
+                card.account.as_slice().try_into().unwrap_or([0; 16]),
+            ));
+            if job.kind == Kind::Balance {
+                let available = tx
+                    .balances(card_account)?
+                    .map(|b| b.available_to_debit())
+                    .unwrap_or(0);
+                let field54 = format!("1002{:03}C{:012}", card.currency, available);
+                return Ok(Decision {
+                    extra: vec![(54, field54.into_bytes())],
+                    ..Decision::approve(None)
+                });
+            }
+            let request = if job.kind == Kind::PreAuth {
+                TransferRequest::pending(id, card_account, merchant_account, job.amount, currency)
+            } else {
+                TransferRequest::single(id, card_account, merchant_account, job.amount, currency)
+            };
+            match transfer(tx, &request.code(code))? {
+                Ok(()) => Ok(Decision::approve(Some(id))),
+                Err(_) if job.kind == Kind::OfflineAdvice => Ok(Decision {
+                    state: "unfunded",
+                    ..Decision::approve(None)
+                }),
+                Err(code) => Ok(Decision::decline(code)),
+            }
+        }
+        Kind::Void
+        | Kind::Refund
+        | Kind::PreAuthCancel
+        | Kind::Completion
+        | Kind::CompletionVoid => {
+            let (orig_mti, orig_kinds, states): (&str, &[&str], &[&str]) = match job.kind {
+                Kind::Void => ("0200", &["sale"], &["approved"]),
+                Kind::Refund => (
+                    "0200",
+                    &["sale", "completion", "offline_sale"],
+                    &["approved", "refunded"],
+                ),
+                Kind::PreAuthCancel | Kind::Completion => ("0100", &["preauth"], &["approved"]),
+                _ => ("0200", &["completion"], &["approved"]),
+            };
+            let Some(original) = original_from_61(tx, job, orig_mti)? else {
+                return Ok(Decision::decline("25"));
+            };
+            if !orig_kinds.contains(&original.kind.as_str())
+                || !states.contains(&original.state.as_str())
+            {
+                return Ok(Decision {
+                    original: Some(original.id),
+                    ..Decision::decline("12")
+                });
+            }
+            let Some(orig_transfer) = original.transfer else {
+                return Ok(Decision {
+                    original: Some(original.id),
+                    ..Decision::decline("12")
+                });
+            };
+            let request = match job.kind {
+                Kind::Void | Kind::CompletionVoid if job.amount != original.amount => {
+                    return Ok(Decision {
+                        original: Some(original.id),
+                        ..Decision::decline("13")
+                    });
+                }
+                Kind::PreAuthCancel => TransferRequest::void(id, orig_transfer),
+                Kind::Completion => TransferRequest::post(id, orig_transfer, job.amount),
+                _ => {
+                    let t = tx
+                        .get_transfer(orig_transfer)?
+                        .expect("journal names an existing transfer");
+                    TransferRequest::single(
+                        id,
+                        t.credit_account,
+                        t.debit_account,
+                        job.amount,
+                        currency,
+                    )
+                    .linked(orig_transfer)
+                }
+            };
+            match transfer(tx, &request.code(code))? {
+                Ok(()) => {
+                    let new_state = match job.kind {
+                        Kind::Void | Kind::CompletionVoid => "voided",
+                        Kind::Refund => "refunded",
+                        Kind::PreAuthCancel => "cancelled",
+                        _ => "completed",
+                    };
+                    set_state(tx, original.id, new_state)?;
+                    Ok(Decision {
+                        original: Some(original.id),
+                        ..Decision::approve(Some(id))
+                    })
+                }
+                Err(code) => Ok(Decision {
+                    original: Some(original.id),
+                    ..Decision::decline(code)
+                }),
+            }
+        }
+        Kind::Reversal => reverse(tx, job, id),
+        _ => Ok(Decision::decline("12")),
+    }
+}
+
+/// Creates a transfer; a ledger rejection becomes its response code.
+fn transfer(
+    tx: &mut SqliteTx<'_>,
+    request: &TransferRequest,
+) -> Result<Result<(), &'static str>, JobError> {
+    match tx.create_transfer(request) {
+        Ok(_) => Ok(Ok(())),
+        Err(ledger::TransferError::Rejected { rejection, .. }) => Ok(Err(reject_code(rejection))),
+        Err(ledger::TransferError::Store(e)) => Err(e.into()),
+    }
+}
+
+fn reverse(tx: &mut SqliteTx<'_>, job: &Job, id: TransferId) -> Result<Decision, JobError> {
+    let Some((orig_mti, _)) = Kind::reversed(&job.request) else {
+        return Ok(Decision::decline("12"));
+    };
+    let original = find_original(tx, &job.terminal_id, orig_mti, job.stan, job.batch)?;
+    let Some(original) = original else {
+        tracing::info!(terminal = %job.terminal_id, stan = job.stan, "reversal of an unknown original recorded; a late original will be refused");
+        return Ok(Decision {
+            state: "orphan",
+            ..Decision::decline("25")
+        });
+    };
+    let done = |state| Decision {
+        original: Some(original.id),
+        state,
+        ..Decision::approve(None)
+    };
+    if original.state == "declined" || original.state == "reversed" || original.kind == "balance" {
+        return Ok(done("approved"));
+    }
+    let Some(orig_transfer) = original.transfer else {
+        return Ok(done("approved"));
+    };
+    let request = match original.kind.as_str() {
+        "preauth" if original.state == "approved" => TransferRequest::void(id, orig_transfer),
+        "sale" | "completion" | "void" | "completion_void"
+            if matches!(original.state.as_str(), "approved") =>
+        {
+            let t = tx
+                .get_transfer(orig_transfer)?
+                .expect("journal names an existing transfer");
+            TransferRequest::single(id, t.credit_account, t.debit_account, t.amount, t.currency)
+                .linked(orig_transfer)
+        }
+        _ => {
+            // Already voided, refunded, completed or cancelled: undoing the
+            // original alone would unbalance what followed it.
+            return Ok(Decision {
+                original: Some(original.id),
+                ..Decision::decline("12")
+            });
+        }
+    };
+    match transfer(tx, &request.code(Kind::Reversal.transfer_code()))? {
+        Ok(()) => {
+            set_state(tx, original.id, "reversed")?;
+            if matches!(original.kind.as_str(), "void" | "completion_void") {
+                // The voided original stands again.
+                tx.sql().execute(
+                    "UPDATE journal SET state = 'approved' WHERE id = (SELECT original_id FROM journal WHERE id = ?1)",
+                    params![original.id],
+                )?;
+            }
+            Ok(Decision {
+                original: Some(original.id),
+                ..Decision::approve(Some(id))
+            })
+        }
+        Err(code) => Ok(Decision {
+            original: Some(original.id),
+            ..Decision::decline(code)
+        }),
+    }
+}
+
+fn check_card(
+    tx: &mut SqliteTx<'_>,
+    job: &Job,
+    terminal: &TerminalRow,
+    merchant: &MerchantRow,
+) -> Result<Result<CardRow, &'static str>, JobError> {
+    let Some(input) = &job.card else {
+        return Ok(Err("14"));
+    };
+    let Some(card) = load_card(tx, &input.token)? else {
+        return Ok(Err("14"));
+    };
+    if card.status != "active" {
+        return Ok(Err("05"));
+    }
+    if card.expiry.as_str() < job.now.yymm.as_str() {
+        return Ok(Err("54"));
+    }
+    if input.expiry.as_ref().is_some_and(|e| *e != card.expiry) {
+        return Ok(Err("14"));
+    }
+    if let Some(expected) = &card.pin_check {
+        let ok = job
+            .pin_check
+            .is_some_and(|got| bool::from(got.ct_eq(expected.as_slice())));
+        if !ok && job.kind != Kind::OfflineAdvice {
+            return Ok(Err("55"));
+        }
+    }
+    if job.kind == Kind::Balance {
+        return Ok(Ok(card));
+    }
+    if job.amount == 0 || job.currency != card.currency || job.currency != merchant.currency {
+        return Ok(Err("13"));
+    }
+    if job.kind == Kind::OfflineAdvice && job.amount > terminal.offline_floor {
+        return Ok(Err("61"));
+    }
+    if job.amount > terminal.max_amount
+        || job.amount > merchant.max_amount
+        || job.amount > card.per_txn_limit
+    {
+        return Ok(Err("61"));
+    }
+    let today: u64 = tx.sql().query_row(
+        "SELECT coalesce(sum(amount), 0) FROM journal WHERE card_token = ?1 AND created_at >= ?2
+         AND kind IN ('sale', 'preauth', 'offline_sale') AND state IN ('approved', 'completed', 'refunded')",
+        params![input.token, job.now.day_start],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
+    if today + job.amount > card.daily_limit {
+        return Ok(Err("61"));
+    }
+    Ok(Ok(card))
+}
+
+fn reversal_recorded(tx: &SqliteTx<'_>, job: &Job) -> Result<bool, JobError> {
+    Ok(tx
+        .sql()
+        .query_row(
+            "SELECT 1 FROM journal WHERE terminal_id = ?1 AND mti = '0400' AND stan = ?2 AND batch = ?3",
+            params![job.terminal_id, job.stan, job.batch],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn original_from_61(tx: &SqliteTx<'_>, job: &Job, mti: &str) -> Result<Option<Original>, JobError> {
+    let Some(f61) = job.request.get_str(61).filter(|t| t.len() >= 12) else {
+        return Ok(None);
+    };
+    let (Ok(batch), Ok(stan)) = (f61[0..6].parse::<u32>(), f61[6..12].parse::<u32>()) else {
+        return Ok(None);
+    };
+    find_original(tx, &job.terminal_id, mti, stan, batch)
+}
+
+fn find_original(
+    tx: &SqliteTx<'_>,
+    terminal: &str,
+    mti: &str,
+    stan: u32,
+    batch: u32,
+) -> Result<Option<Original>, JobError> {
+    Ok(tx
+        .sql()
+        .query_row(
+            "SELECT id, kind, amount, state, transfer_id FROM journal WHERE terminal_id = ?1 AND mti = ?2 AND stan = ?3 AND batch = ?4",
+            params![terminal, mti, stan, batch],
+            |r| {
+                Ok(Original {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    amount: r.get::<_, i64>(2)? as u64,
+                    state: r.get(3)?,
+                    transfer: id_from(r.get(4)?),
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn set_state(tx: &SqliteTx<'_>, id: i64, state: &str) -> Result<(), JobError> {
+    tx.sql().execute(
+        "UPDATE journal SET state = ?2 WHERE id = ?1",
+        params![id, state],
+    )?;
+    Ok(())
+}
+
+fn load_terminal(tx: &SqliteTx<'_>, terminal_id: &str) -> Result<Option<TerminalRow>, JobError> {
+    Ok(tx
+        .sql()
+        .query_row(
+            "SELECT merchant_id, status, initial_key_id, last_ksn_counter, max_amount, offline_floor, param_version FROM terminals WHERE terminal_id = ?1",
+            params![terminal_id],
+            |r| {
+                Ok(TerminalRow {
+                    merchant_id: r.get(0)?,
+                    status: r.get(1)?,
+                    initial_key_id: r.get(2)?,
+                    last_ksn: r.get(3)?,
+                    max_amount: r.get::<_, i64>(4)? as u64,
+                    offline_floor: r.get::<_, i64>(5)? as u64,
+                    param_version: r.get(6)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn load_merchant(tx: &SqliteTx<'_>, merchant_id: &str) -> Result<MerchantRow, JobError> {
+    Ok(tx.sql().query_row(
+        "SELECT name, account_id, currency, max_amount FROM merchants WHERE merchant_id = ?1",
+        params![merchant_id],
+        |r| {
+            Ok(MerchantRow {
+                name: r.get(0)?,
+                account: r.get(1)?,
+                currency: r.get(2)?,
+                max_amount: r.get::<_, i64>(3)? as u64,
+            })
+        },
+    )?)
+}
+
+fn load_card(tx: &SqliteTx<'_>, token: &str) -> Result<Option<CardRow>, JobError> {
+    Ok(tx
+        .sql()
+        .query_row(
+            "SELECT account_id, expiry, pin_check, status, per_txn_limit, daily_limit, currency FROM cards WHERE token = ?1",
+            params![token],
+            |r| {
+                Ok(CardRow {
+                    account: r.get(0)?,
+                    expiry: r.get(1)?,
+                    pin_check: r.get(2)?,
+                    status: r.get(3)?,
+                    per_txn_limit: r.get::<_, i64>(4)? as u64,
+                    daily_limit: r.get::<_, i64>(5)? as u64,
+                    currency: r.get(6)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Terminal parameters as BER-TLV (field 62 of the sign-on response).
+fn parameters(terminal: &TerminalRow, merchant: &MerchantRow, echo_interval: u32) -> Vec<u8> {
+    use iso8583::tlv::write;
+    let mut out = Vec::new();
+    write(
+        crate::params::MERCHANT_NAME,
+        merchant.name.as_bytes(),
+        &mut out,
+    );
+    write(
+        crate::params::CURRENCY,
+        merchant.currency.to_string().as_bytes(),
+        &mut out,
+    );
+    write(
+        crate::params::MAX_AMOUNT,
+        terminal.max_amount.to_string().as_bytes(),
+        &mut out,
+    );
+    write(
+        crate::params::OFFLINE_FLOOR,
+        terminal.offline_floor.to_string().as_bytes(),
+        &mut out,
+    );
+    write(
+        crate::params::VERSION,
+        terminal.param_version.to_string().as_bytes(),
+        &mut out,
+    );
+    write(
+        crate::params::ECHO_INTERVAL,
+        echo_interval.to_string().as_bytes(),
+        &mut out,
+    );
+    write(crate::params::METHODS, b"card,qr", &mut out);
+    out
+}
+
+/// Settlement: the terminal's totals (field 48) against the journal's.
+fn settle(tx: &mut SqliteTx<'_>, job: &Job) -> Result<Vec<u8>, JobError> {
+    let sent = job.request.get_str(48).unwrap_or("");
+    let parse = |r: std::ops::Range<usize>| sent.get(r).and_then(|s| s.parse::<i64>().ok());
+    let (Some(debit_amount), Some(debit_count), Some(credit_amount), Some(credit_count)) =
+        (parse(0..12), parse(12..15), parse(15..27), parse(27..30))
+    else {
+        return respond(job, "30", &[], None);
+    };
+    let totals = |kinds: &str, states: &str| -> Result<(i64, i64), rusqlite::Error> {
+        tx.sql().query_row(
+            &format!(
+                "SELECT coalesce(sum(amount), 0), count(*) FROM journal WHERE terminal_id = ?1 AND batch = ?2 AND kind IN ({kinds}) AND state IN ({states})"
+            ),
+            params![job.terminal_id, job.batch],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    };
+    let debits = totals(
+        "'sale', 'completion', 'offline_sale'",
+        "'approved', 'refunded', 'unfunded'",
+    )?;
+    let credits = totals("'refund'", "'approved'")?;
+    let balanced =
+        debits == (debit_amount, debit_count) && credits == (credit_amount, credit_count);
+    tx.sql().execute(
+        "INSERT INTO settlements (terminal_id, batch, debit_amount, debit_count, credit_amount, credit_count, balanced, closed_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![job.terminal_id, job.batch, debits.0, debits.1, credits.0, credits.1, balanced, balanced.then_some(job.now.unix), job.now.unix],
+    )?;
+    let answer = format!("{}{}", &sent[..30], if balanced { '1' } else { '2' });
+    respond(job, "00", &[(48, answer.into_bytes())], None)
+}
+
+/// Writes the journal row and outbox event and returns the response.
+fn record(
+    tx: &mut SqliteTx<'_>,
+    job: &Job,
+    merchant_id: &str,
+    decision: Decision,
+) -> Result<Vec<u8>, JobError> {
+    let id: i64 = tx
+        .sql()
+        .query_row("SELECT coalesce(max(id), 0) + 1 FROM journal", [], |r| {
+            r.get(0)
+        })?;
+    let rrn = format!("{:012}", id);
+    let approved = decision.code == "00";
+    let auth = (approved && decision.transfer.is_some())
+        .then(|| format!("{:06}", (id * 7919 + 104_729) % 1_000_000));
+    let mut extra = decision.extra;
+    extra.push((37, rrn.clone().into_bytes()));
+    if let Some(a) = &auth {
+        extra.push((38, a.clone().into_bytes()));
+    }
+    let response = respond(job, decision.code, &extra, None)?;
+    let card = job.card.as_ref();
+    tx.sql().execute(
+        "INSERT INTO journal (id, terminal_id, merchant_id, mti, stan, batch, kind, amount, currency, card_token, masked_pan,
+           response_code, auth_code, rrn, transfer_id, original_id, state, request_hash, response, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        params![
+            id,
+            job.terminal_id,
+            merchant_id,
+            job.request.mti().as_str(),
+            job.stan,
+            job.batch,
+            job.kind.name(),
+            job.amount as i64,
+            job.currency,
+            card.map(|c| &c.token),
+            card.map(|c| &c.masked_pan),
+            decision.code,
+            auth,
+            rrn,
+            decision.transfer.map(id_bytes),
+            decision.original,
+            decision.state,
+            job.request_hash.to_vec(),
+            response,
+            job.now.unix,
+        ],
+    )?;
+    let original_rrn: Option<String> = match decision.original {
+        Some(o) => Some(tx.sql().query_row(
+            "SELECT rrn FROM journal WHERE id = ?1",
+            params![o],
+            |r| r.get(0),
+        )?),
+        None => None,
+    };
+    let event = serde_json::json!({
+        "event_id": format!("txn-{id}"),
+        "type": "transaction",
+        "transaction": {
+            "id": id,
+            "kind": job.kind.name(),
+            "state": decision.state,
+            "approved": approved,
+            "response_code": decision.code,
+            "amount": job.amount,
+            "currency": job.currency,
+            "merchant_id": merchant_id,
+            "terminal_id": job.terminal_id,
+            "stan": job.stan,
+            "batch": job.batch,
+            "rrn": rrn,
+            "auth_code": auth,
+            "masked_pan": card.map(|c| &c.masked_pan),
+            "original_rrn": original_rrn,
+            "at": job.now.unix,
+        }
+    });
+    tx.sql().execute(
+        "INSERT INTO outbox (event_id, merchant_id, kind, payload, created_at, next_attempt_at) VALUES (?1, ?2, 'transaction', ?3, ?4, ?4)",
+        params![format!("txn-{id}"), merchant_id, event.to_string(), job.now.unix],
+    )?;
+    Ok(response)
+}
+
+/// Encodes the response to `job`'s request: the request's echoed fields,
+/// time and date, `extra`, the response code, and a MAC when the request had one.
+pub fn respond(
+    job: &Job,
+    code: &str,
+    extra: &[(u8, Vec<u8>)],
+    mac_override: Option<&MacKey>,
+) -> Result<Vec<u8>, JobError> {
+    let mti = job.request.mti().response().unwrap_or(job.request.mti());
+    let mut response = Message::new(mti);
+    for field in [3, 4, 11, 25, 32, 41, 42, 49, 60, 61] {
+        if let Some(v) = job.request.get(field) {
+            response.set(field, v);
+        }
+    }
+    response
+        .set(12, job.now.hhmmss.as_bytes())
+        .set(13, job.now.mmdd.as_bytes());
+    for (field, value) in extra {
+        response.set(*field, value);
+    }
+    response.set(39, code);
+    let key = mac_override.or(job.response_mac.as_ref());
+    // An A0 answer is never MACed: the terminal's keys are in doubt.
+    match key.filter(|_| code != "A0") {
+        Some(key) => {
+            let mut failure = None;
+            let wire = CUP.encode_with_mac(&response, |scope| {
+                match paycrypto::mac::generate(key, paycrypto::mac::Algorithm::Cmac, scope) {
+                    Ok(mac) => mac[..8].to_vec(),
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        vec![0; 8]
+                    }
+                }
+            })?;
+            match failure {
+                Some(e) => Err(JobError::Mac(e)),
+                None => Ok(wire),
+            }
+        }
+        None => Ok(CUP.encode(&response)?),
+    }
+}
+
+/// The merchant and funding accounts of a currency exist before any card uses them.
+pub fn ensure_funding(tx: &mut SqliteTx<'_>, currency: Currency) -> Result<(), JobError> {
+    use ledger::{AccountKind, NewAccount};
+    match tx.create_account(&NewAccount::new(
+        funding_account(currency),
+        currency,
+        AccountKind::Funding,
+    )) {
+        Ok(_) => Ok(()),
+        Err(ledger::AccountError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            tracing::error!("funding account: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// The ledger account of merchant `merchant_id`.
+pub fn merchant_account(merchant_id: &str) -> ledger::AccountId {
+    account_id("merchant", merchant_id)
+}

@@ -1,0 +1,22 @@
+//! The posnet payment host: acquirer and closed-loop issuer for its
+//! terminals.
+//!
+//! Terminals connect over mutual TLS ([`server`]) and speak the `cup` ISO
+//! 8583 dialect. Each request is checked without storage first — identity,
+//! MAC under the request's AES DUKPT key, PIN block ([`processor`]) — then
+//! decided inside one ledger transaction ([`flows`]): the journal row that
+//! makes it exactly-once, the double-entry transfer, the merchant's outbox
+//! event and the exact response bytes commit together, in a group commit
+//! shared with every other connection, and only then is the response sent.
+
+pub mod admin;
+pub mod flows;
+pub mod issuer;
+pub mod params;
+pub mod processor;
+pub mod runtime;
+pub mod schema;
+pub mod server;
+pub mod time;
+
+pub use processor::{Processor, Reply};

@@ -1,0 +1,240 @@
+//! From request bytes to response bytes: checks that need no storage (frame,
+//! terminal identity, MAC under the request's DUKPT key, PIN block) run on
+//! the connection's task; the decision runs in a group-commit job, so the
+//! response leaves only after its journal row, transfer and outbox event
+//! are durable.
+
+use crate::flows::{self, CardInput, Job, Kind};
+use crate::issuer::IssuerKeys;
+use crate::time::Now;
+use iso8583::dialect::CUP;
+use iso8583::text::mask_pan;
+use iso8583::{Field60, Message};
+use ledger::{GroupCommit, SqliteStore};
+use paycrypto::dukpt::aes::{Ksn, MacDirection, mac_key, pin_key, transaction_key_from_bdk};
+use paycrypto::pinblock::{Format, Pan, decipher};
+use paycrypto::{Bdk, KeyAlgorithm};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// What to do with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Send these message bytes (MTI onwards) back.
+    Send(Vec<u8>),
+    /// Close the connection without answering; the reason is logged.
+    Close(String),
+}
+
+/// Turns requests into durable decisions and their responses.
+pub struct Processor {
+    ledger: Arc<GroupCommit<SqliteStore>>,
+    bdk: Bdk,
+    issuer: Arc<IssuerKeys>,
+    echo_interval: u32,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor").finish_non_exhaustive()
+    }
+}
+
+/// A response with only the response code, for requests the host could not
+/// take as far as a decision. Never MACed: the MAC could not be trusted.
+fn bare(request: &Message, code: &str) -> Reply {
+    let mut response = Message::new(request.mti().response().unwrap_or(request.mti()));
+    for field in [3, 4, 11, 41, 42, 60] {
+        if let Some(v) = request.get(field) {
+            response.set(field, v);
+        }
+    }
+    response.set(39, code);
+    match CUP.encode(&response) {
+        Ok(wire) => Reply::Send(wire),
+        Err(e) => Reply::Close(format!("cannot encode a {code} response: {e}")),
+    }
+}
+
+/// The PAN and expiry a request carries, from field 2/14 or track 2 (35).
+fn card_data(msg: &Message) -> Option<(String, Option<String>)> {
+    if let Some(pan) = msg.pan() {
+        return Some((pan.to_string(), msg.get_str(14).map(str::to_string)));
+    }
+    let track = msg.get_str(35)?;
+    let (pan, rest) = track.split_once('=')?;
+    Some((pan.to_string(), rest.get(..4).map(str::to_string)))
+}
+
+impl Processor {
+    /// A processor over `ledger`, deriving terminal keys from `bdk`.
+    pub fn new(
+        ledger: Arc<GroupCommit<SqliteStore>>,
+        bdk: Bdk,
+        issuer: Arc<IssuerKeys>,
+        echo_interval: u32,
+    ) -> Self {
+        Processor {
+            ledger,
+            bdk,
+            issuer,
+            echo_interval,
+        }
+    }
+
+    /// Processes one request from the terminal `peer` authenticated at the handshake.
+    pub async fn process(&self, peer: &str, wire: &[u8]) -> Reply {
+        let job = match self.prepare(peer, wire, Now::system()) {
+            Ok(job) => job,
+            Err(reply) => return reply,
+        };
+        let kind = job.kind;
+        match self.ledger.submit(move |tx| flows::run(tx, &job)).await {
+            Ok(response) => Reply::Send(response),
+            Err(e) => {
+                tracing::error!(
+                    terminal = peer,
+                    kind = kind.name(),
+                    "request failed in storage: {e}"
+                );
+                // The request decoded before; answer 96 without a MAC so the
+                // terminal treats the outcome as unknown and reverses.
+                match CUP.decode(wire) {
+                    Ok(request) => bare(&request, "96"),
+                    Err(e) => Reply::Close(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Every check that needs no storage, then the job to run.
+    pub fn prepare(&self, peer: &str, wire: &[u8], now: Now) -> Result<Job, Reply> {
+        let (request, mac_scope) = match CUP.decode_with_mac_scope(wire) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::warn!(terminal = peer, "malformed request: {e}");
+                // Answer 30 when at least the MTI can be read.
+                let mti = wire.get(..2).and_then(|b| {
+                    let digits = [b[0] >> 4, b[0] & 15, b[1] >> 4, b[1] & 15].map(|d| b'0' + d);
+                    iso8583::Mti::from_digits(digits)
+                        .filter(|_| b.iter().all(|x| x >> 4 < 10 && x & 15 < 10))
+                });
+                return Err(match mti.filter(|m| m.is_request()) {
+                    Some(mti) => bare(&Message::new(mti), "30"),
+                    None => Reply::Close(format!("unreadable request: {e}")),
+                });
+            }
+        };
+        if request.terminal_id() != Some(peer) {
+            return Err(Reply::Close(format!(
+                "field 41 {:?} differs from the certificate's terminal id {peer:?}",
+                request.terminal_id().unwrap_or("")
+            )));
+        }
+        let Some(kind) = Kind::classify(&request) else {
+            tracing::warn!(terminal = peer, mti = %request.mti(), "request outside the message set");
+            return Err(bare(&request, "12"));
+        };
+        let format_error = |what: &str| {
+            tracing::warn!(terminal = peer, kind = kind.name(), "format error: {what}");
+            bare(&request, "30")
+        };
+        let stan = match request.stan() {
+            Some(Ok(stan)) => stan,
+            _ => return Err(format_error("field 11 missing or not numeric")),
+        };
+        let batch = match request.get_str(60).map(Field60::parse) {
+            Some(Ok(f60)) => f60.batch,
+            _ => return Err(format_error("field 60 missing or malformed")),
+        };
+        let amount = match request.amount() {
+            None => 0,
+            Some(Ok(amount)) => amount,
+            Some(Err(_)) => return Err(format_error("field 4 not numeric")),
+        };
+        let currency = match request.currency().map(str::parse::<u16>) {
+            None if !kind.needs_mac() || kind == Kind::Settlement || kind.is_batch() => 0,
+            Some(Ok(c)) => c,
+            _ => return Err(format_error("field 49 missing or not numeric")),
+        };
+
+        let mut ksn_fields = None;
+        let mut response_mac = None;
+        let mut pin_key_for_block = None;
+        if kind.needs_mac() {
+            let (Some(scope), Some(mac), Some(ksn)) = (mac_scope, request.get(64), request.get(62))
+            else {
+                tracing::warn!(
+                    terminal = peer,
+                    kind = kind.name(),
+                    "request without MAC or KSN"
+                );
+                return Err(bare(&request, "A0"));
+            };
+            let Ok(ksn) = Ksn::from_bytes(ksn) else {
+                return Err(format_error("field 62 is not a 12-byte AES DUKPT KSN"));
+            };
+            let keys = transaction_key_from_bdk(&self.bdk, &ksn).and_then(|tk| {
+                Ok((
+                    mac_key(&tk, &ksn, MacDirection::Generate, KeyAlgorithm::Aes128)?,
+                    mac_key(&tk, &ksn, MacDirection::Verify, KeyAlgorithm::Aes128)?,
+                    pin_key(&tk, &ksn, KeyAlgorithm::Aes128)?,
+                ))
+            });
+            let Ok((generate, verify, pin)) = keys else {
+                return Err(format_error("KSN counter unusable"));
+            };
+            if paycrypto::mac::verify(&generate, paycrypto::mac::Algorithm::Cmac, scope, mac)
+                .is_err()
+            {
+                tracing::warn!(
+                    terminal = peer,
+                    kind = kind.name(),
+                    stan,
+                    "MAC verification failed"
+                );
+                return Err(bare(&request, "A0"));
+            }
+            ksn_fields = Some((hex::encode(ksn.initial_key_id()), ksn.counter()));
+            response_mac = Some(verify);
+            pin_key_for_block = Some(pin);
+        }
+
+        let mut card = None;
+        let mut pin_check = None;
+        if let Some((pan, expiry)) = card_data(&request) {
+            let token = self.issuer.token(&pan);
+            if let (Some(block), Some(key)) = (request.get(52), &pin_key_for_block) {
+                let pin = Pan::new(&pan).and_then(|p| decipher(key, Format::Iso4, block, Some(&p)));
+                match pin {
+                    Ok(pin) => {
+                        pin_check = Some(self.issuer.pin_check(&token, &pin.expose_secret()))
+                    }
+                    // An unreadable PIN block is a wrong PIN, not a format error.
+                    Err(e) => tracing::info!(terminal = peer, stan, "PIN block rejected: {e}"),
+                }
+            }
+            card = Some(CardInput {
+                token,
+                masked_pan: mask_pan(&pan),
+                expiry,
+            });
+        }
+        Ok(Job {
+            kind,
+            request,
+            terminal_id: peer.to_string(),
+            stan,
+            batch,
+            amount,
+            currency,
+            card,
+            pin_check,
+            ksn: ksn_fields,
+            request_hash: Sha256::digest(wire).into(),
+            now,
+            response_mac,
+            echo_interval: self.echo_interval,
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! Opening the host's storage and keys, and running its server.
+
+use crate::issuer::IssuerKeys;
+use crate::processor::Processor;
+use crate::schema::HOST;
+use crate::server::{Limits, serve};
+use ledger::{GroupCommit, GroupCommitConfig, SqliteStore};
+use paycrypto::{Bdk, KeyAlgorithm};
+use pki::{Deployment, MasterKey};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// File name of the host's database (ledger and host tables) in its data directory.
+pub const DB_FILE: &str = "host.db";
+
+/// Starting the host failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The deployment (CA, keys) could not be loaded.
+    #[error("deployment: {0}")]
+    Pki(#[from] pki::PkiError),
+    /// A sealed key could not be opened.
+    #[error(transparent)]
+    Seal(#[from] pki::SealError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] ledger::StoreError),
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// TLS configuration failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] pki::TlsError),
+    /// A key has the wrong size.
+    #[error("key: {0}")]
+    Key(String),
+    /// The listener could not bind.
+    #[error("listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The host's storage and keys, opened.
+pub struct HostData {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// The deployment (CA, BDK, key-transport key).
+    pub deployment: Deployment,
+    /// The master key (seals secrets at rest).
+    pub master: MasterKey,
+    /// Issuer keys (PAN tokens, PIN checks).
+    pub issuer: Arc<IssuerKeys>,
+    /// The ledger and host tables behind group commit.
+    pub ledger: Arc<GroupCommit<SqliteStore>>,
+}
+
+impl std::fmt::Debug for HostData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostData")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostData {
+    /// Opens (creating if needed) the host database in `dir`, with the
+    /// deployment in `deployment_dir`.
+    pub fn open(
+        dir: &Path,
+        deployment_dir: &Path,
+        master: MasterKey,
+        commit: GroupCommitConfig,
+    ) -> Result<Self, StartError> {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let deployment = Deployment::load(deployment_dir, &master)?;
+        let issuer = Arc::new(IssuerKeys::load_or_create(dir, &master)?);
+        let store = SqliteStore::open_with(dir.join(DB_FILE), &[HOST])?;
+        Ok(HostData {
+            dir: dir.to_path_buf(),
+            deployment,
+            master,
+            issuer,
+            ledger: Arc::new(GroupCommit::start(store, commit)),
+        })
+    }
+
+    /// A read-only connection to the host database.
+    pub fn reader(&self) -> Result<rusqlite::Connection, StartError> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.dir.join(DB_FILE),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+}
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where terminals connect.
+    pub listen: SocketAddr,
+    /// Bounds.
+    pub limits: Limits,
+    /// Echo interval sent to terminals, seconds.
+    pub echo_interval: u32,
+}
+
+/// A running host server.
+#[derive(Debug)]
+pub struct RunningHost {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningHost {
+    /// Stops accepting, answers what is in flight, and returns when done.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the terminal server over `data`.
+pub async fn start(data: &HostData, options: &ServeOptions) -> Result<RunningHost, StartError> {
+    let admission_db = Mutex::new(data.reader()?);
+    let admit: pki::Admission = Arc::new(move |peer: &pki::PeerTerminal| {
+        let conn = admission_db.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = crate::admin::admits(&conn, &peer.terminal_id, &peer.fingerprint);
+        if !ok {
+            tracing::warn!(terminal = %peer.terminal_id, "refused at the handshake: not enrolled with this certificate, disabled or revoked");
+        }
+        ok
+    });
+    let d = &data.deployment;
+    let tls = pki::tls::server_config(
+        d.ca_cert_pem(),
+        d.host_cert_pem(),
+        d.host_key_pem().expose(),
+        admit,
+    )?;
+    let bdk = Bdk::new(KeyAlgorithm::Aes128, d.bdk().expose())
+        .map_err(|e| StartError::Key(e.to_string()))?;
+    let processor = Arc::new(Processor::new(
+        data.ledger.clone(),
+        bdk,
+        data.issuer.clone(),
+        options.echo_interval,
+    ));
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let (shutdown, watch) = watch::channel(false);
+    let limits = options.limits;
+    let task = tokio::spawn(serve(listener, tls, processor, limits, watch));
+    tracing::info!(%addr, "host listening for terminals");
+    Ok(RunningHost {
+        addr,
+        shutdown,
+        task,
+    })
+}

@@ -1,0 +1,343 @@
+//! A host on loopback with a merchant, test cards and an enrolled terminal,
+//! and a test terminal built on the codec and paycrypto that speaks to it
+//! over mutual TLS.
+#![allow(dead_code, missing_docs)]
+
+use futures_util::{SinkExt, StreamExt};
+use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
+use host::runtime::{HostData, RunningHost, ServeOptions, start};
+use host::server::Limits;
+use iso8583::dialect::CUP;
+use iso8583::frame::{FrameCodec, OwnedFrame};
+use iso8583::{Field60, FrameLayout, Message, Mti, Tpdu};
+use ledger::{GroupCommitConfig, LedgerRead};
+use paycrypto::dukpt::aes::{MacDirection, Terminal, mac_key, pin_key};
+use paycrypto::pinblock::{Format, Pan, Pin, encipher, encode};
+use paycrypto::{Kbpk, KeyAlgorithm, MacKey};
+use pki::{EnrollmentBundle, InitOptions, MasterKey};
+use rustls::pki_types::ServerName;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+pub const MERCHANT: &str = "M00000000000001";
+pub const TERMINAL: &str = "T0000001";
+pub const CNY: u16 = 156;
+
+/// Test cards: (PAN, PIN, balance, status, expiry).
+pub const APPROVED: &str = "6200000000000005"; // PIN 1234, 1,000.00
+pub const NO_PIN: &str = "6200000000000013"; // no PIN, 50.00
+pub const EXPIRED: &str = "6200000000000021";
+pub const BLOCKED: &str = "6200000000000039";
+pub const UNKNOWN: &str = "6200000000000047";
+
+pub fn card(pan: &str, pin: Option<&str>, balance: u64, status: &str, expiry: &str) -> CardSpec {
+    CardSpec {
+        pan: pan.into(),
+        expiry: expiry.into(),
+        pin: pin.map(Into::into),
+        kind: "card".into(),
+        balance,
+        per_txn_limit: 50_000,
+        daily_limit: 80_000,
+        currency: CNY,
+        status: status.into(),
+        holder: String::new(),
+    }
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub data: HostData,
+    pub host: Option<RunningHost>,
+    pub bundle: EnrollmentBundle,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        pki::Deployment::init(
+            &dir.path().join("deployment"),
+            &master,
+            &InitOptions::default(),
+        )
+        .unwrap();
+        let data = HostData::open(
+            &dir.path().join("host"),
+            &dir.path().join("deployment"),
+            master,
+            GroupCommitConfig::default(),
+        )
+        .unwrap();
+        let merchant = MerchantSpec {
+            merchant_id: MERCHANT.into(),
+            name: "Corner Shop".into(),
+            currency: CNY,
+            max_amount: 1_000_000,
+            webhook_url: None,
+            webhook_secret: None,
+            api_key: None,
+        };
+        let cards = vec![
+            card(APPROVED, Some("1234"), 100_000, "active", "3012"),
+            card(NO_PIN, None, 5_000, "active", "3012"),
+            card(EXPIRED, None, 5_000, "active", "2001"),
+            card(BLOCKED, None, 5_000, "blocked", "3012"),
+        ];
+        let prepared = admin::prepare_enrollment(
+            &data.deployment,
+            TerminalSpec {
+                terminal_id: TERMINAL.into(),
+                merchant_id: MERCHANT.into(),
+                max_amount: 60_000,
+                offline_floor: 2_000,
+                hosts: vec![],
+            },
+        )
+        .unwrap();
+        let issuer = data.issuer.clone();
+        let master_key = MasterKey::from_hex(&hex::encode([0u8; 32])).unwrap();
+        let bundle = data
+            .ledger
+            .submit(move |tx| -> Result<EnrollmentBundle, admin::AdminError> {
+                admin::add_merchant(tx, &merchant, &master_key, 0)?;
+                for c in &cards {
+                    admin::add_card(tx, c, &issuer, &master_key, 0)?;
+                }
+                admin::enroll(tx, prepared, 0)
+            })
+            .await
+            .unwrap();
+        let mut h = Harness {
+            dir,
+            data,
+            host: None,
+            bundle,
+        };
+        h.serve().await;
+        h
+    }
+
+    pub async fn serve(&mut self) {
+        let options = ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            limits: Limits::default(),
+            echo_interval: 60,
+        };
+        self.host = Some(start(&self.data, &options).await.unwrap());
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.host.as_ref().unwrap().addr
+    }
+
+    pub async fn terminal(&self) -> TestTerminal {
+        self.terminal_result().await.unwrap()
+    }
+
+    pub async fn terminal_result(&self) -> std::io::Result<TestTerminal> {
+        TestTerminal::connect(
+            self.addr(),
+            &self.bundle,
+            self.data.deployment.ktk().expose(),
+        )
+        .await
+    }
+
+    /// Total debits equal total credits and every balance equals its transfers.
+    pub fn assert_ledger_consistent(&self) {
+        let mut reader =
+            ledger::SqliteReader::open(self.dir.path().join("host").join(host::runtime::DB_FILE))
+                .unwrap();
+        let report = reader.check_invariants().unwrap();
+        assert!(report.is_consistent(), "ledger invariants: {report:?}");
+    }
+
+    pub fn journal_count(&self) -> i64 {
+        let conn = self.data.reader().unwrap();
+        conn.query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+pub struct TestTerminal {
+    pub framed: Framed<tokio_rustls::client::TlsStream<TcpStream>, FrameCodec>,
+    pub dukpt: Terminal,
+    pub terminal_id: String,
+    pub batch: u32,
+    pub stan: u32,
+}
+
+pub struct Sent {
+    pub request: Message,
+    pub wire: Vec<u8>,
+    pub response_key: Option<MacKey>,
+}
+
+impl TestTerminal {
+    pub async fn connect(
+        addr: SocketAddr,
+        bundle: &EnrollmentBundle,
+        ktk: &[u8],
+    ) -> std::io::Result<Self> {
+        let config = pki::tls::client_config(
+            &bundle.ca_cert_pem,
+            &bundle.cert_pem,
+            bundle.key_pem.as_bytes(),
+        )
+        .unwrap();
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        let kbpk = Kbpk::new(KeyAlgorithm::Aes256, ktk).unwrap();
+        let ik = paycrypto::tr31::unwrap(&kbpk, &bundle.initial_key_block)
+            .unwrap()
+            .initial_key()
+            .unwrap();
+        let ikid: [u8; 8] = hex::decode(&bundle.initial_key_id)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        Ok(TestTerminal {
+            framed: Framed::new(tls, FrameCodec::new(FrameLayout::CUP)),
+            dukpt: Terminal::load(ik, ikid).unwrap(),
+            terminal_id: bundle.terminal_id.clone(),
+            batch: 1,
+            stan: 0,
+        })
+    }
+
+    /// A request of `mti` with 11, 41, 42, 60 filled in and `fields` added.
+    pub fn request(
+        &mut self,
+        mti: &str,
+        txn_type: u8,
+        network_code: Option<u16>,
+        fields: &[(u8, &str)],
+    ) -> Message {
+        self.stan += 1;
+        let mut m = Message::new(Mti::new(mti).unwrap());
+        m.set_stan(self.stan).unwrap();
+        m.set(41, self.terminal_id.as_str()).set(42, MERCHANT);
+        let f60 = Field60 {
+            transaction_type: txn_type,
+            batch: self.batch,
+            network_code: Some(network_code.unwrap_or(0)),
+            rest: String::new(),
+        };
+        m.set(60, f60.to_text().unwrap());
+        for (f, v) in fields {
+            m.set(*f, *v);
+        }
+        m
+    }
+
+    pub fn sale(&mut self, pan: &str, amount: u64, pin: Option<&str>) -> Message {
+        let mut m = self.request(
+            "0200",
+            22,
+            None,
+            &[
+                (2, pan),
+                (3, "000000"),
+                (22, "021"),
+                (25, "00"),
+                (49, "156"),
+            ],
+        );
+        m.set_amount(amount).unwrap();
+        if let Some(pin) = pin {
+            m.set(52, pin.as_bytes()); // placeholder, enciphered at send time
+            m.set(26, "12");
+        }
+        m
+    }
+
+    /// Adds KSN and MAC (and enciphers field 52 as a PIN) then encodes.
+    pub fn seal(&mut self, mut m: Message) -> Sent {
+        let (ksn, tk) = self.dukpt.next_transaction().unwrap();
+        let gen_key = mac_key(&tk, &ksn, MacDirection::Generate, KeyAlgorithm::Aes128).unwrap();
+        let verify_key = mac_key(&tk, &ksn, MacDirection::Verify, KeyAlgorithm::Aes128).unwrap();
+        if let Some(pin) = m.get_str(52).map(str::to_string) {
+            let pk = pin_key(&tk, &ksn, KeyAlgorithm::Aes128).unwrap();
+            let pan = Pan::new(m.pan().unwrap()).unwrap();
+            let clear = encode(Format::Iso4, &Pin::new(&pin).unwrap(), Some(&pan)).unwrap();
+            m.set(52, encipher(&pk, Format::Iso4, &clear, Some(&pan)).unwrap());
+        }
+        m.set(62, ksn.as_bytes());
+        let wire = CUP
+            .encode_with_mac(&m, |scope| {
+                paycrypto::mac::generate(&gen_key, paycrypto::mac::Algorithm::Cmac, scope).unwrap()
+                    [..8]
+                    .to_vec()
+            })
+            .unwrap();
+        Sent {
+            request: m,
+            wire,
+            response_key: Some(verify_key),
+        }
+    }
+
+    pub async fn send_wire(&mut self, wire: &[u8]) -> Option<Vec<u8>> {
+        let frame = OwnedFrame {
+            tpdu: Some(Tpdu {
+                id: 0x60,
+                destination: 1,
+                source: 0,
+            }),
+            header: vec![0x60, 0x31, 0, 0x31, 0, 0].into(),
+            message: wire.to_vec().into(),
+        };
+        self.framed.send(frame).await.ok()?;
+        let reply = tokio::time::timeout(Duration::from_secs(10), self.framed.next())
+            .await
+            .ok()??
+            .ok()?;
+        assert_eq!(
+            reply.tpdu,
+            Some(Tpdu {
+                id: 0x60,
+                destination: 0,
+                source: 1
+            }),
+            "TPDU addresses swapped on the reply"
+        );
+        Some(reply.message.to_vec())
+    }
+
+    /// Sends a sealed request; checks the response MAC when one is expected.
+    pub async fn exchange(&mut self, sent: &Sent) -> Message {
+        let wire = self.send_wire(&sent.wire).await.expect("a response");
+        let (response, scope) = CUP.decode_with_mac_scope(&wire).unwrap();
+        if let (Some(key), Some(scope)) = (&sent.response_key, scope) {
+            paycrypto::mac::verify(
+                key,
+                paycrypto::mac::Algorithm::Cmac,
+                scope,
+                response.get(64).unwrap(),
+            )
+            .expect("response MAC verifies");
+        }
+        response
+    }
+
+    pub async fn send(&mut self, m: Message) -> Message {
+        let sent = self.seal(m);
+        self.exchange(&sent).await
+    }
+
+    /// Sends without KSN and MAC (network management).
+    pub async fn send_plain(&mut self, m: Message) -> Message {
+        let wire = CUP.encode(&m).unwrap();
+        CUP.decode(&self.send_wire(&wire).await.expect("a response"))
+            .unwrap()
+    }
+}
+
+pub fn code(m: &Message) -> &str {
+    m.response_code().unwrap_or("")
+}
