@@ -121,9 +121,11 @@ struct Counters {
 /// Why a submitted job did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError<E> {
-    /// The job returned an error; its writes were rolled back.
+    /// The job returned an error; its writes were rolled back. (Shown, not
+    /// chained as a source, so any displayable error type works, `String`
+    /// and `Box<dyn Error>` included.)
     #[error("job failed: {0}")]
-    Job(#[source] E),
+    Job(E),
     /// The job panicked; its writes were rolled back.
     #[error("job panicked; its writes were rolled back")]
     Panicked,

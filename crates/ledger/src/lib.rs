@@ -89,6 +89,10 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(sale()).unwrap();
 //! ```
 
+/// The SQLite bindings [`SqliteTx::sql`] hands out, re-exported so callers
+/// write their own rows with the same version.
+pub use rusqlite;
+
 pub mod error;
 pub mod group_commit;
 pub mod invariants;

@@ -184,3 +184,72 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_each_kind_and_rejects_junk() {
+        let jobs =
+            parse_jobs("single a 1 2 5 978;post b a 3\npending c 1 2 7 978;void d c\n").unwrap();
+        let expected = [
+            vec![
+                TransferRequest::single(
+                    TransferId(10),
+                    AccountId(1),
+                    AccountId(2),
+                    5,
+                    Currency(978),
+                ),
+                TransferRequest::post(TransferId(11), TransferId(10), 3),
+            ],
+            vec![
+                TransferRequest::pending(
+                    TransferId(12),
+                    AccountId(1),
+                    AccountId(2),
+                    7,
+                    Currency(978),
+                ),
+                TransferRequest::void(TransferId(13), TransferId(12)),
+            ],
+        ];
+        assert_eq!(jobs, expected);
+        assert_eq!(parse_jobs("").unwrap(), Vec::<Vec<TransferRequest>>::new());
+        for bad in [
+            " ",
+            "single a 1 2 5",
+            "single a 1 2 5 978 9",
+            "post x",
+            "refund a b 1",
+            "void g0 1",
+        ] {
+            assert!(
+                matches!(parse_jobs(bad), Err(LoadError::Job { line: 1, .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_jobs(&text);
+        }
+
+        #[test]
+        fn parser_never_panics_on_near_valid_lines(
+            words in prop::collection::vec(
+                prop_oneof![
+                    Just("single".to_owned()), Just("pending".to_owned()), Just("post".to_owned()),
+                    Just("void".to_owned()), Just(";".to_owned()), "[0-9a-fA-F]{0,40}", "-?[0-9]{0,25}",
+                ],
+                0..16,
+            )
+        ) {
+            let _ = parse_jobs(&words.join(" "));
+        }
+    }
+}

@@ -130,7 +130,7 @@ impl sealed::Backend for SqliteTx<'_> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         // Strictly increasing even if the wall clock steps back.
-        self.last_timestamp = now.max(self.last_timestamp + 1);
+        self.last_timestamp = now.max(self.last_timestamp.saturating_add(1));
         Ok(self.last_timestamp)
     }
 
@@ -178,30 +178,32 @@ impl sealed::Backend for SqliteTx<'_> {
     ) -> Result<(), StoreError> {
         // A statement that fails undoes only itself; the savepoint makes the
         // insert and both balance updates one unit.
-        self.tx.execute_batch("SAVEPOINT apply_transfer")?;
+        run(&self.tx, "SAVEPOINT apply_transfer")?;
         let applied = apply_rows(&self.tx, t, debit, credit);
-        match applied {
-            Ok(()) => self.tx.execute_batch("RELEASE apply_transfer")?,
-            Err(_) => self
-                .tx
-                .execute_batch("ROLLBACK TO apply_transfer; RELEASE apply_transfer")?,
+        if applied.is_err() {
+            run(&self.tx, "ROLLBACK TO apply_transfer")?;
         }
+        run(&self.tx, "RELEASE apply_transfer")?;
         applied
     }
 
     fn begin_job(&mut self, _: sealed::Token) -> Result<(), StoreError> {
-        self.tx.execute_batch("SAVEPOINT job")?;
-        Ok(())
+        run(&self.tx, "SAVEPOINT job")
     }
 
     fn end_job(&mut self, _: sealed::Token, keep: bool) -> Result<(), StoreError> {
-        self.tx.execute_batch(if keep {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        })?;
-        Ok(())
+        if !keep {
+            run(&self.tx, "ROLLBACK TO job")?;
+        }
+        run(&self.tx, "RELEASE job")
     }
+}
+
+/// Runs one parameterless statement, prepared once per connection (these run
+/// several times per transfer).
+fn run(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 fn apply_rows(
