@@ -10,6 +10,7 @@
 //! shared with every other connection, and only then is the response sent.
 
 pub mod admin;
+pub mod config;
 pub mod flows;
 pub mod issuer;
 pub mod params;

@@ -2,6 +2,7 @@
 //! for each component and for the engineer's everyday tools.
 
 mod crypto_cmd;
+mod host_cmd;
 mod iso8583_cmd;
 
 use clap::{Parser, Subcommand};
@@ -21,13 +22,20 @@ enum Command {
     /// Decode and encode ISO 8583 messages (read traces, build test messages).
     #[command(name = "iso8583")]
     Iso8583(iso8583_cmd::Iso8583Args),
+    /// The deployment's certificate authority and keys.
+    Ca(host_cmd::CaArgs),
+    /// The payment host: run it, enroll terminals, manage accounts.
+    Host(host_cmd::HostArgs),
     /// Payment cryptography calculator: DUKPT, PIN blocks, MACs, TR-31, KCVs, nexo.
     Crypto(crypto_cmd::CryptoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
+        Command::Ca(args) => host_cmd::run_ca(args),
+        Command::Host(args) => host_cmd::run_host(args),
         Command::Iso8583(args) => iso8583_cmd::run(args),
         Command::Crypto(args) => crypto_cmd::run(args),
     };
@@ -46,4 +54,16 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain()
         .filter_map(|e| e.downcast_ref::<std::io::Error>())
         .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Logs to stderr; `POSNET_LOG` (or `RUST_LOG`) sets the filter, `info` by default.
+fn init_logging() {
+    let filter = std::env::var("POSNET_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
