@@ -104,5 +104,5 @@ pub fn luhn_valid(pan: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }

@@ -308,15 +308,16 @@ impl Dialect {
                 write_prefix(spec.prefix, digits, units, out);
             }
         }
-        if spec.encoding != Encoding::Binary && spec.encoding != Encoding::HexAscii {
-            if let Some(index) = value.iter().position(|&b| !spec.content.allows(b)) {
-                let byte = value[index];
-                return Err(fail(EncodeErrorKind::InvalidChar {
-                    index,
-                    byte,
-                    content: spec.content.notation(),
-                }));
-            }
+        if spec.encoding != Encoding::Binary
+            && spec.encoding != Encoding::HexAscii
+            && let Some(index) = value.iter().position(|&b| !spec.content.allows(b))
+        {
+            let byte = value[index];
+            return Err(fail(EncodeErrorKind::InvalidChar {
+                index,
+                byte,
+                content: spec.content.notation(),
+            }));
         }
         match spec.encoding {
             Encoding::Bcd { align, pad } => write_bcd(value, align, pad, out),

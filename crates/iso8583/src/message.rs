@@ -41,7 +41,7 @@ impl Mti {
     /// 0200 → 0210, 0400 → 0410, 0820 → 0830); `None` for a response or advice response.
     pub fn response(&self) -> Option<Self> {
         let function = self.0[2] - b'0';
-        (function % 2 == 0).then(|| {
+        function.is_multiple_of(2).then(|| {
             let mut d = self.0;
             d[2] = b'0' + function + 1;
             Mti(d)
@@ -50,7 +50,7 @@ impl Mti {
 
     /// True for request and advice MTIs (function digit even).
     pub fn is_request(&self) -> bool {
-        (self.0[2] - b'0') % 2 == 0
+        (self.0[2] - b'0').is_multiple_of(2)
     }
 }
 

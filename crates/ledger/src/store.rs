@@ -250,10 +250,10 @@ pub trait LedgerTx: LedgerRead + sealed::Backend {
             ctx.debit = self.get_account(debit)?;
             ctx.credit = self.get_account(credit)?;
         }
-        if let Some(original) = req.linked {
-            if let Some(t) = self.get_transfer(original)? {
-                ctx.linked = Some((t, self.linked_amount(original)?));
-            }
+        if let Some(original) = req.linked
+            && let Some(t) = self.get_transfer(original)?
+        {
+            ctx.linked = Some((t, self.linked_amount(original)?));
         }
         let mut plan = rules::plan_transfer(req, &ctx)?;
         plan.transfer.timestamp = self.next_timestamp(sealed::Token::new())?;

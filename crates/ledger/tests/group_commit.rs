@@ -204,7 +204,7 @@ async fn every_acknowledged_transfer_is_stored_exactly_once() {
                 let mut answers = Vec::new();
                 for k in 0..PER_TASK {
                     let n = 1 + (task / 2) * PER_TASK + k;
-                    let card = if n % 2 == 0 { CARD } else { CARD2 };
+                    let card = if n.is_multiple_of(2) { CARD } else { CARD2 };
                     let req = TransferRequest::single(TransferId(n), card, SHOP, 7, EUR);
                     let answer = l.submit(move |tx| tx.create_transfer(&req)).await;
                     answers.push((n, answer));

@@ -75,7 +75,7 @@ impl BlockCipher {
     pub(crate) fn cbc_encrypt(&self, iv: &[u8], data: &mut [u8]) {
         let n = self.block_size();
         assert!(
-            iv.len() == n && data.len() % n == 0,
+            iv.len() == n && data.len().is_multiple_of(n),
             "CBC needs whole blocks"
         );
         let mut chain = iv;
@@ -90,7 +90,7 @@ impl BlockCipher {
     pub(crate) fn cbc_decrypt(&self, iv: &[u8], data: &mut [u8]) {
         let n = self.block_size();
         assert!(
-            iv.len() == n && data.len() % n == 0,
+            iv.len() == n && data.len().is_multiple_of(n),
             "CBC needs whole blocks"
         );
         let mut chain = [0u8; 16];

@@ -288,7 +288,7 @@ impl Header {
             count += 1;
         }
         let bs = self.version.block_size();
-        if blocks.len() % bs != 0 {
+        if !blocks.len().is_multiple_of(bs) {
             let pad = (bs - (blocks.len() + 4) % bs) % bs;
             blocks.push_str(&format!("PB{:02X}{}", pad + 4, "0".repeat(pad)));
             count += 1;
@@ -570,7 +570,7 @@ fn hex_upper(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, Tr31Error> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(Tr31Error::Malformed("odd number of hex digits"));
     }
     s.as_bytes()
