@@ -211,7 +211,8 @@ pub struct Job {
     pub pin_check: Option<[u8; 32]>,
     /// Initial key id (hex) and counter of the request's KSN.
     pub ksn: Option<(String, u32)>,
-    /// SHA-256 of the request bytes: tells a retransmission from a reuse.
+    /// SHA-256 of the request's content (KSN and MAC excluded): tells a
+    /// retransmission from a reuse of the STAN.
     pub request_hash: [u8; 32],
     /// Time of arrival.
     pub now: Now,
@@ -353,7 +354,7 @@ pub fn run(tx: &mut SqliteTx<'_>, job: &Job) -> Result<Vec<u8>, JobError> {
             // A retransmission gets the first answer; a different request
             // reusing the STAN is a duplicate and changes nothing.
             return if hash == job.request_hash {
-                Ok(response)
+                remac(job, &response)
             } else {
                 respond(job, "94", &[], None)
             };
@@ -961,6 +962,36 @@ fn record(
     Ok(response)
 }
 
+/// The stored first answer to a retransmitted request, MACed under the
+/// retransmission's key (a retry travels under a fresh KSN).
+fn remac(job: &Job, stored: &[u8]) -> Result<Vec<u8>, JobError> {
+    let Some(key) = &job.response_mac else {
+        return Ok(stored.to_vec());
+    };
+    let mut response = CUP
+        .decode(stored)
+        .map_err(|e| JobError::Mac(format!("stored response unreadable: {e}")))?;
+    response.remove(64);
+    mac_encode(&response, key)
+}
+
+fn mac_encode(response: &Message, key: &MacKey) -> Result<Vec<u8>, JobError> {
+    let mut failure = None;
+    let wire = CUP.encode_with_mac(response, |scope| {
+        match paycrypto::mac::generate(key, paycrypto::mac::Algorithm::Cmac, scope) {
+            Ok(mac) => mac[..8].to_vec(),
+            Err(e) => {
+                failure = Some(e.to_string());
+                vec![0; 8]
+            }
+        }
+    })?;
+    match failure {
+        Some(e) => Err(JobError::Mac(e)),
+        None => Ok(wire),
+    }
+}
+
 /// Encodes the response to `job`'s request: the request's echoed fields,
 /// time and date, `extra`, the response code, and a MAC when the request had one.
 pub fn respond(
@@ -986,22 +1017,7 @@ pub fn respond(
     let key = mac_override.or(job.response_mac.as_ref());
     // An A0 answer is never MACed: the terminal's keys are in doubt.
     match key.filter(|_| code != "A0") {
-        Some(key) => {
-            let mut failure = None;
-            let wire = CUP.encode_with_mac(&response, |scope| {
-                match paycrypto::mac::generate(key, paycrypto::mac::Algorithm::Cmac, scope) {
-                    Ok(mac) => mac[..8].to_vec(),
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        vec![0; 8]
-                    }
-                }
-            })?;
-            match failure {
-                Some(e) => Err(JobError::Mac(e)),
-                None => Ok(wire),
-            }
-        }
+        Some(key) => mac_encode(&response, key),
         None => Ok(CUP.encode(&response)?),
     }
 }

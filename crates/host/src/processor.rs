@@ -66,6 +66,20 @@ fn card_data(msg: &Message) -> Option<(String, Option<String>)> {
     Some((pan.to_string(), rest.get(..4).map(str::to_string)))
 }
 
+/// SHA-256 of what a request asks, without its KSN (62) and MAC (64): a
+/// terminal retrying a reversal or advice under a fresh DUKPT key sends the
+/// same content, and must get the first answer.
+fn content_hash(request: &Message) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(request.mti().digits());
+    for (field, value) in request.fields().filter(|(f, _)| *f != 62 && *f != 64) {
+        hash.update([field]);
+        hash.update((value.len() as u32).to_be_bytes());
+        hash.update(value);
+    }
+    hash.finalize().into()
+}
+
 impl Processor {
     /// A processor over `ledger`, deriving terminal keys from `bdk`.
     pub fn new(
@@ -222,6 +236,7 @@ impl Processor {
         }
         Ok(Job {
             kind,
+            request_hash: content_hash(&request),
             request,
             terminal_id: peer.to_string(),
             stan,
@@ -231,7 +246,6 @@ impl Processor {
             card,
             pin_check,
             ksn: ksn_fields,
-            request_hash: Sha256::digest(wire).into(),
             now,
             response_mac,
             echo_interval: self.echo_interval,

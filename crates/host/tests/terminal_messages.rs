@@ -79,11 +79,36 @@ async fn sale_is_charged_once_and_a_retransmission_gets_the_first_answer() {
     let first = t.send_wire(&sent.wire).await.unwrap();
     let again = t.send_wire(&sent.wire).await.unwrap();
     assert_eq!(first, again, "byte-identical response to a retransmission");
+
     let r = CUP.decode(&first).unwrap();
     assert_eq!(code(&r), "00");
     assert_eq!(r.auth_code().map(str::len), Some(6));
     assert_eq!(r.rrn().map(str::len), Some(12));
     assert_eq!(balance_of(&h, &mut t, APPROVED).await, before - 12_50);
+    // Retried under the next DUKPT key (new KSN and MAC), the same request
+    // gets the first answer, MACed under the retry's key.
+    let sale = {
+        let m = t.sale(NO_PIN, 300, None);
+        t.seal(m)
+    };
+    let first = t.exchange(&sale).await;
+    let mut retry = sale.request.clone();
+    retry.remove(62);
+    retry.remove(64);
+    let retry = {
+        let m = retry;
+        t.seal(m)
+    };
+    let again = t.exchange(&retry).await;
+    assert_eq!(
+        (code(&first), first.rrn(), first.auth_code()),
+        (code(&again), again.rrn(), again.auth_code())
+    );
+    assert_eq!(
+        h.journal_count(),
+        3,
+        "two balance inquiries and this sale's first try, nothing more"
+    );
     // The same STAN and batch with different content is a duplicate, not a charge.
     let mut reuse = t.sale(APPROVED, 99, Some("1234"));
     reuse
