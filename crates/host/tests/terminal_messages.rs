@@ -106,8 +106,8 @@ async fn sale_is_charged_once_and_a_retransmission_gets_the_first_answer() {
     );
     assert_eq!(
         h.journal_count(),
-        3,
-        "two balance inquiries and this sale's first try, nothing more"
+        4,
+        "two sales and two balance inquiries: the retry adds nothing"
     );
     // The same STAN and batch with different content is a duplicate, not a charge.
     let mut reuse = t.sale(APPROVED, 99, Some("1234"));
