@@ -131,6 +131,10 @@ pub enum StoreError {
         /// What does not hold.
         what: &'static str,
     },
+    /// A ledger write failed earlier in this transaction, so it may hold
+    /// partial writes and cannot commit.
+    #[error("an earlier ledger write in this transaction failed; it was rolled back")]
+    Poisoned,
     /// The database was written by a newer schema than this code knows.
     #[error("schema of {component} is at version {found}, this build knows {known}")]
     SchemaTooNew {

@@ -129,8 +129,10 @@ pub enum SubmitError<E> {
     /// The job panicked; its writes were rolled back.
     #[error("job panicked; its writes were rolled back")]
     Panicked,
-    /// The batch failed before committing: nothing of it was written.
-    #[error("batch aborted, nothing written: {0}")]
+    /// The job's writes were abandoned by a storage failure (of the batch
+    /// before it committed, or of one of the job's own ledger writes that it
+    /// did not return): nothing of the job was written.
+    #[error("aborted, nothing written: {0}")]
     Aborted(#[source] Arc<StoreError>),
     /// The commit itself failed: the job's writes may or may not be durable.
     /// Resubmit with the same ids to find out.
@@ -180,7 +182,12 @@ where
         let Some(job) = self.job.take() else {
             return false;
         };
-        let result = match catch_unwind(AssertUnwindSafe(|| job(tx))) {
+        let result = match catch_unwind(AssertUnwindSafe(|| job(&mut *tx))) {
+            // The job ignored a failed ledger write: its savepoint is rolled
+            // back like that of any failed job.
+            Ok(Ok(_)) if tx.poisoned(Token::new()) => {
+                Err(SubmitError::Aborted(Arc::new(StoreError::Poisoned)))
+            }
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(SubmitError::Job(e)),
             Err(_) => Err(SubmitError::Panicked),

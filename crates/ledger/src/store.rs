@@ -151,8 +151,11 @@ pub(crate) mod sealed {
             id: AccountId,
             status: AccountStatus,
         ) -> Result<(), StoreError>;
-        /// Inserts `transfer` and stores both accounts' new balances, all or
-        /// nothing.
+        /// Inserts `transfer` and stores both accounts' new balances.
+        ///
+        /// Every write primitive that fails poisons the transaction: its
+        /// writes may be partial, so it can only be rolled back (to the
+        /// start of the current group-commit job, or entirely).
         fn apply_transfer(
             &mut self,
             token: Token,
@@ -160,10 +163,14 @@ pub(crate) mod sealed {
             debit: &Balances,
             credit: &Balances,
         ) -> Result<(), StoreError>;
+        /// Whether a write primitive has failed since the transaction (or the
+        /// current job) began.
+        fn poisoned(&self, token: Token) -> bool;
         /// Opens the savepoint that isolates one group-commit job.
         fn begin_job(&mut self, token: Token) -> Result<(), StoreError>;
-        /// Closes the job savepoint, keeping its writes if `keep`, else
-        /// rolling them back.
+        /// Closes the job savepoint, keeping its writes if `keep` and the job
+        /// did not poison the transaction, else rolling them back (which
+        /// clears the poison).
         fn end_job(&mut self, token: Token, keep: bool) -> Result<(), StoreError>;
     }
 }
@@ -268,6 +275,10 @@ pub trait LedgerTx: LedgerRead + sealed::Backend {
 
     /// Commits: when this returns `Ok`, every write of the transaction is
     /// durable.
+    ///
+    /// Refuses ([`StoreError::Poisoned`], rolling everything back) if a
+    /// ledger write failed earlier in the transaction, even if the caller
+    /// ignored that error: partial writes never commit.
     fn commit(self) -> Result<(), StoreError>
     where
         Self: Sized;

@@ -330,3 +330,44 @@ fn blocking_submitters_share_batches_too() {
     assert_eq!(reader.balances(SHOP).unwrap().unwrap().credits_posted, 800);
     assert_consistent(&mut reader);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_ignoring_a_failed_write_is_rolled_back() {
+    let mut fx = Fixture::new();
+    {
+        let tx = fx.store.transaction().unwrap();
+        inject_failure(&tx, 13);
+        tx.commit().unwrap();
+    }
+    let (ledger, _batches, fx) = start(fx, 64);
+    let (release, held) = hold(&ledger).await;
+    let l = ledger.clone();
+    let careless = tokio::spawn(async move {
+        l.submit(|tx| {
+            tx.create_transfer(&sale(1)).map_err(|e| e.to_string())?;
+            let failed =
+                tx.create_transfer(&TransferRequest::single(TransferId(2), CARD, SHOP, 13, EUR));
+            assert!(failed.is_err());
+            Ok::<_, String>("ignored the failure")
+        })
+        .await
+    });
+    until_queued(&ledger, 1).await;
+    let l = ledger.clone();
+    let fine = tokio::spawn(async move { l.submit(move |tx| tx.create_transfer(&sale(3))).await });
+    until_queued(&ledger, 2).await;
+    release.send(()).unwrap();
+    held.await.unwrap();
+    assert!(matches!(
+        careless.await.unwrap(),
+        Err(SubmitError::Aborted(e)) if matches!(*e, ledger::StoreError::Poisoned)
+    ));
+    assert!(fine.await.unwrap().unwrap().is_created());
+    ledger.shutdown().await.unwrap();
+    let mut reader = ledger::SqliteReader::open(fx.path()).unwrap();
+    assert_eq!(reader.get_transfer(TransferId(1)).unwrap(), None);
+    assert_eq!(reader.get_transfer(TransferId(2)).unwrap(), None);
+    assert!(reader.get_transfer(TransferId(3)).unwrap().is_some());
+    assert_eq!(reader.balances(CARD).unwrap().unwrap().debits_posted, 0);
+    assert_consistent(&mut reader);
+}

@@ -782,3 +782,28 @@ fn timestamps_are_unique_and_increasing() {
         tx.commit().unwrap();
     }
 }
+
+#[test]
+fn a_transaction_with_a_failed_write_never_commits() {
+    let mut fx = Fixture::new();
+    let mut tx = fx.store.transaction().unwrap();
+    inject_failure(&tx, 13);
+    tx.commit().unwrap();
+
+    let mut tx = fx.store.transaction().unwrap();
+    created(
+        &mut tx,
+        TransferRequest::single(TransferId(1), CARD, SHOP, 5, EUR),
+    );
+    let err = tx
+        .create_transfer(&TransferRequest::single(TransferId(2), CARD, SHOP, 13, EUR))
+        .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    // The caller ignores the error and commits: refused, all rolled back.
+    assert!(matches!(tx.commit(), Err(ledger::StoreError::Poisoned)));
+    let mut reader = fx.store.reader().unwrap();
+    assert_eq!(reader.get_transfer(TransferId(1)).unwrap(), None);
+    assert_eq!(reader.get_transfer(TransferId(2)).unwrap(), None);
+    assert_eq!(reader.balances(CARD).unwrap().unwrap().debits_posted, 0);
+    assert_consistent(&mut reader);
+}

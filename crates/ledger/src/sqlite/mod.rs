@@ -59,6 +59,10 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        // Each job and each transfer runs in a savepoint, whose undo copies
+        // of pages (the statement sub-journal) are temporary files: keep them
+        // in memory, bounded by the batch size, instead of writing them out.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         schema::migrate(&mut conn, components)?;
         Ok(SqliteStore { conn, path })
     }
@@ -97,6 +101,7 @@ impl LedgerStore for SqliteStore {
         Ok(SqliteTx {
             tx,
             last_timestamp: to_u64(last_timestamp, "transfers")?,
+            poisoned: false,
         })
     }
 }
@@ -109,9 +114,15 @@ impl LedgerStore for SqliteStore {
 pub struct SqliteTx<'c> {
     tx: rusqlite::Transaction<'c>,
     last_timestamp: u64,
+    poisoned: bool,
 }
 
 impl SqliteTx<'_> {
+    fn poison_on(&mut self, r: Result<(), StoreError>) -> Result<(), StoreError> {
+        self.poisoned |= r.is_err();
+        r
+    }
+
     /// The connection, inside this transaction, for the caller's own tables.
     ///
     /// Its statements commit or roll back with the transaction (and, in a
@@ -135,26 +146,8 @@ impl sealed::Backend for SqliteTx<'_> {
     }
 
     fn insert_account(&mut self, _: sealed::Token, a: &Account) -> Result<(), StoreError> {
-        self.tx
-            .prepare_cached(
-                "INSERT INTO accounts (id, currency, kind, flags, status, user_data, timestamp,
-                    debits_pending, debits_posted, credits_pending, credits_posted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                a.id.0.to_be_bytes(),
-                a.currency.0,
-                a.kind.code(),
-                a.flags.bits(),
-                a.status.code(),
-                a.user_data.to_be_bytes(),
-                to_i64(a.timestamp)?,
-                to_i64(a.balances.debits_pending)?,
-                to_i64(a.balances.debits_posted)?,
-                to_i64(a.balances.credits_pending)?,
-                to_i64(a.balances.credits_posted)?,
-            ])?;
-        Ok(())
+        let inserted = insert_account(&self.tx, a);
+        self.poison_on(inserted)
     }
 
     fn update_status(
@@ -163,10 +156,13 @@ impl sealed::Backend for SqliteTx<'_> {
         id: AccountId,
         status: AccountStatus,
     ) -> Result<(), StoreError> {
-        self.tx
-            .prepare_cached("UPDATE accounts SET status = ?2 WHERE id = ?1")?
-            .execute(params![id.0.to_be_bytes(), status.code()])?;
-        Ok(())
+        let updated = self
+            .tx
+            .prepare_cached("UPDATE accounts SET status = ?2 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![id.0.to_be_bytes(), status.code()]))
+            .map(drop)
+            .map_err(StoreError::from);
+        self.poison_on(updated)
     }
 
     fn apply_transfer(
@@ -176,15 +172,14 @@ impl sealed::Backend for SqliteTx<'_> {
         debit: &Balances,
         credit: &Balances,
     ) -> Result<(), StoreError> {
-        // A statement that fails undoes only itself; the savepoint makes the
-        // insert and both balance updates one unit.
-        run(&self.tx, "SAVEPOINT apply_transfer")?;
+        // A statement that fails undoes only itself, so a failure after the
+        // insert would leave a transfer without its balances: poison.
         let applied = apply_rows(&self.tx, t, debit, credit);
-        if applied.is_err() {
-            run(&self.tx, "ROLLBACK TO apply_transfer")?;
-        }
-        run(&self.tx, "RELEASE apply_transfer")?;
-        applied
+        self.poison_on(applied)
+    }
+
+    fn poisoned(&self, _: sealed::Token) -> bool {
+        self.poisoned
     }
 
     fn begin_job(&mut self, _: sealed::Token) -> Result<(), StoreError> {
@@ -192,11 +187,34 @@ impl sealed::Backend for SqliteTx<'_> {
     }
 
     fn end_job(&mut self, _: sealed::Token, keep: bool) -> Result<(), StoreError> {
-        if !keep {
+        if !keep || self.poisoned {
             run(&self.tx, "ROLLBACK TO job")?;
+            self.poisoned = false;
         }
         run(&self.tx, "RELEASE job")
     }
+}
+
+fn insert_account(conn: &Connection, a: &Account) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO accounts (id, currency, kind, flags, status, user_data, timestamp,
+                debits_pending, debits_posted, credits_pending, credits_posted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        a.id.0.to_be_bytes(),
+        a.currency.0,
+        a.kind.code(),
+        a.flags.bits(),
+        a.status.code(),
+        a.user_data.to_be_bytes(),
+        to_i64(a.timestamp)?,
+        to_i64(a.balances.debits_pending)?,
+        to_i64(a.balances.debits_posted)?,
+        to_i64(a.balances.credits_pending)?,
+        to_i64(a.balances.credits_posted)?,
+    ])?;
+    Ok(())
 }
 
 /// Runs one parameterless statement, prepared once per connection (these run
@@ -255,6 +273,10 @@ fn apply_rows(
 
 impl LedgerTx for SqliteTx<'_> {
     fn commit(self) -> Result<(), StoreError> {
+        if self.poisoned {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::Poisoned);
+        }
         self.tx.commit()?;
         Ok(())
     }

@@ -76,3 +76,16 @@ pub fn assert_consistent(reader: &mut impl LedgerRead) -> ledger::InvariantRepor
     assert!(report.is_consistent(), "{report}");
     report
 }
+
+/// Makes the database fail the credit half of any transfer of `amount`, after
+/// the transfer row and the debit balance were written (a storage failure in
+/// the middle of a transfer).
+pub fn inject_failure(tx: &ledger::SqliteTx<'_>, amount: u64) {
+    tx.sql()
+        .execute_batch(&format!(
+            "CREATE TRIGGER injected BEFORE UPDATE OF credits_posted ON accounts
+             WHEN NEW.credits_posted - OLD.credits_posted = {amount}
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+        ))
+        .unwrap();
+}
