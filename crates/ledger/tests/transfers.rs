@@ -786,7 +786,7 @@ fn timestamps_are_unique_and_increasing() {
 #[test]
 fn a_transaction_with_a_failed_write_never_commits() {
     let mut fx = Fixture::new();
-    let mut tx = fx.store.transaction().unwrap();
+    let tx = fx.store.transaction().unwrap();
     inject_failure(&tx, 13);
     tx.commit().unwrap();
 
