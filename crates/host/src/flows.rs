@@ -808,36 +808,36 @@ fn parameters(terminal: &TerminalRow, merchant: &MerchantRow, echo_interval: u32
     use iso8583::tlv::write;
     let mut out = Vec::new();
     write(
-        crate::params::MERCHANT_NAME,
+        iso8583::params::MERCHANT_NAME,
         merchant.name.as_bytes(),
         &mut out,
     );
     write(
-        crate::params::CURRENCY,
+        iso8583::params::CURRENCY,
         merchant.currency.to_string().as_bytes(),
         &mut out,
     );
     write(
-        crate::params::MAX_AMOUNT,
+        iso8583::params::MAX_AMOUNT,
         terminal.max_amount.to_string().as_bytes(),
         &mut out,
     );
     write(
-        crate::params::OFFLINE_FLOOR,
+        iso8583::params::OFFLINE_FLOOR,
         terminal.offline_floor.to_string().as_bytes(),
         &mut out,
     );
     write(
-        crate::params::VERSION,
+        iso8583::params::VERSION,
         terminal.param_version.to_string().as_bytes(),
         &mut out,
     );
     write(
-        crate::params::ECHO_INTERVAL,
+        iso8583::params::ECHO_INTERVAL,
         echo_interval.to_string().as_bytes(),
         &mut out,
     );
-    write(crate::params::METHODS, b"card,qr", &mut out);
+    write(iso8583::params::METHODS, b"card,qr", &mut out);
     out
 }
 

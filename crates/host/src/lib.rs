@@ -13,7 +13,6 @@ pub mod admin;
 pub mod config;
 pub mod flows;
 pub mod issuer;
-pub mod params;
 pub mod processor;
 pub mod runtime;
 pub mod schema;

@@ -48,11 +48,11 @@ async fn sign_on_echo_and_sign_off() {
     assert_eq!(r.mti().as_str(), "0810");
     let params = r.get(62).unwrap();
     assert_eq!(
-        iso8583::tlv::find(params, host::params::MERCHANT_NAME).unwrap(),
+        iso8583::tlv::find(params, iso8583::params::MERCHANT_NAME).unwrap(),
         Some(&b"Corner Shop"[..])
     );
     assert_eq!(
-        iso8583::tlv::find(params, host::params::OFFLINE_FLOOR).unwrap(),
+        iso8583::tlv::find(params, iso8583::params::OFFLINE_FLOOR).unwrap(),
         Some(&b"2000"[..])
     );
     let r = {
