@@ -711,22 +711,6 @@ def test_settlement_not_balanced_then_batch_upload(terminal):
     terminal.batch += 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/iso8583-dialect.md lists 37 (RRN) as mandatory in the 0510; "
-    "the host's settlement answer carries 11, 12, 13, 39, 41, 42, 48, 49, 60 and 64 but no 37",
-)
-def test_settlement_response_carries_an_rrn(terminal):
-    assert terminal.settlements, "settlement answers received"
-    for response in terminal.settlements:
-        assert len(response.get("37", "")) == 12, "RRN (37) in the 0510"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/iso8583-dialect.md: 'The response echoes 3, 4, 11, 41, 42, 49 and 60 of its request'; "
-    "the host's A0 answer to a 0200 with a bad MAC echoes 3, 4, 11, 41, 42 and 60 but not 49",
-)
 def test_mac_failure_answer_echoes_the_request(terminal):
     assert terminal.mac_failures, "A0 answers received"
     for request, response in terminal.mac_failures:

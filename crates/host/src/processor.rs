@@ -44,7 +44,7 @@ impl std::fmt::Debug for Processor {
 /// take as far as a decision. Never MACed: the MAC could not be trusted.
 fn bare(request: &Message, code: &str) -> Reply {
     let mut response = Message::new(request.mti().response().unwrap_or(request.mti()));
-    for field in [3, 4, 11, 41, 42, 60] {
+    for field in [3, 4, 11, 25, 41, 42, 49, 60] {
         if let Some(v) = request.get(field) {
             response.set(field, v);
         }

@@ -692,12 +692,11 @@ impl Terminal {
             rrn.as_deref(),
             drop_reversal,
         )?;
-        if matches!(step.outcome, Outcome::Approved { .. }) {
-            if let (TxnKind::Void | TxnKind::PreAuthCancel, Some((ob, os))) =
+        if matches!(step.outcome, Outcome::Approved { .. })
+            && let (TxnKind::Void | TxnKind::PreAuthCancel, Some((ob, os))) =
                 (req.kind, req.original)
-            {
-                state.journal.mark_original(ob, os, "voided")?;
-            }
+        {
+            state.journal.mark_original(ob, os, "voided")?;
         }
         if step.sign_on {
             let _ = self.sign_on(&mut state).await;
