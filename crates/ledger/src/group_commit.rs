@@ -47,8 +47,9 @@ pub struct GroupCommitConfig {
     /// how large one commit's WAL append is, and how long the first job of a
     /// batch waits for the last one to run.
     pub max_batch: usize,
-    /// Called after every batch, on the committer thread (keep it cheap: it
-    /// delays the next batch).
+    /// Called after every batch, before its jobs are answered, on the
+    /// committer thread. Keep it cheap (it delays the answers and the next
+    /// batch) and never let it panic (that stops the committer).
     pub on_batch: Option<BatchHook>,
 }
 

@@ -53,7 +53,9 @@
 //! transaction: it creates transfers and, on SQLite, writes the caller's own
 //! rows through [`SqliteTx::sql`], so a host's journal and outbox commit
 //! together with the transfers. Each job runs in its own savepoint: one that
-//! fails rolls back only its own writes. The host's tables are migrated with
+//! fails rolls back only its own writes. A ledger write that fails with a
+//! storage error poisons the transaction, so partial writes never commit even
+//! if the caller ignores the error. The host's tables are migrated with
 //! the ledger's ([`SqliteStore::open_with`], [`Migrations`]).
 //!
 //! ```
