@@ -92,6 +92,15 @@ pub trait LedgerRead {
         page: &PageRequest,
     ) -> Result<Page, StoreError>;
 
+    /// A page of the pending transfers created before `created_before` (a
+    /// ledger timestamp) that no post or void has resolved yet: the holds a
+    /// sweeper voids once pre-authorizations expire.
+    fn pending_transfers(
+        &mut self,
+        created_before: u64,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError>;
+
     /// Recomputes every balance from the transfers alone and compares it with
     /// the stored balances; checks that total debits equal total credits
     /// (posted and pending), that flagged accounts respect their constraint,

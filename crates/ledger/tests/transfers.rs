@@ -807,3 +807,40 @@ fn a_transaction_with_a_failed_write_never_commits() {
     assert_eq!(reader.balances(CARD).unwrap().unwrap().debits_posted, 0);
     assert_consistent(&mut reader);
 }
+
+#[test]
+fn unresolved_holds_are_listed_for_expiry() {
+    let mut fx = Fixture::new();
+    let mut tx = fx.store.transaction().unwrap();
+    let holds: Vec<_> = (1..=6u128)
+        .map(|n| {
+            created(
+                &mut tx,
+                TransferRequest::pending(TransferId(n), CARD, SHOP, 10, EUR),
+            )
+        })
+        .collect();
+    created(
+        &mut tx,
+        TransferRequest::post(TransferId(11), holds[1].id, 5),
+    );
+    created(&mut tx, TransferRequest::void(TransferId(12), holds[3].id));
+    let cutoff = holds[4].timestamp; // holds 0..=3 are older
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(1);
+    loop {
+        let got = tx.pending_transfers(cutoff, &page).unwrap();
+        seen.extend(got.transfers.iter().map(|t| t.id));
+        match got.next {
+            Some(c) => page.after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [holds[0].id, holds[2].id]);
+    let latest = tx
+        .pending_transfers(u64::MAX, &PageRequest::latest(10))
+        .unwrap();
+    let ids: Vec<_> = latest.transfers.iter().map(|t| t.id).collect();
+    assert_eq!(ids, [holds[5].id, holds[4].id, holds[2].id, holds[0].id]);
+    assert_eq!(latest.next, None);
+}

@@ -19,8 +19,8 @@ pub use schema::{LEDGER_COMPONENT, Migrations};
 use crate::error::StoreError;
 use crate::invariants::{AuditRow, InvariantReport, MAX_REPORTED_VIOLATIONS, Violation};
 use crate::model::{
-    Account, AccountFlags, AccountId, AccountKind, AccountStatus, Balances, Currency, Transfer,
-    TransferId, TransferKind,
+    Account, AccountFlags, AccountId, AccountKind, AccountStatus, Balances, Currency, MAX_AMOUNT,
+    Transfer, TransferId, TransferKind,
 };
 use crate::store::{Cursor, LedgerRead, LedgerStore, LedgerTx, Page, PageRequest, sealed};
 
@@ -326,6 +326,13 @@ macro_rules! sqlite_ledger_read {
             ) -> Result<Page, StoreError> {
                 read::account_transfers(&self.conn(), account, page)
             }
+            fn pending_transfers(
+                &mut self,
+                created_before: u64,
+                page: &PageRequest,
+            ) -> Result<Page, StoreError> {
+                read::pending_transfers(&self.conn(), created_before, page)
+            }
             fn check_invariants(&mut self) -> Result<InvariantReport, StoreError> {
                 read::check_invariants(&self.conn())
             }
@@ -514,19 +521,56 @@ mod read {
                  ORDER BY timestamp LIMIT ?3"
             )
         };
-        let bound = match (page.after, page.newest_first) {
+        let transfers = conn
+            .prepare_cached(&sql)?
+            .query_map(
+                params![account.0.to_be_bytes(), cursor_bound(page)?, limit],
+                transfer_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page_of(transfers, limit))
+    }
+
+    /// The timestamp a page starts after (or before, newest first).
+    fn cursor_bound(page: &PageRequest) -> Result<i64, StoreError> {
+        Ok(match (page.after, page.newest_first) {
             (Some(Cursor(ts)), _) => to_i64(ts)?,
             (None, false) => 0,
             (None, true) => i64::MAX,
-        };
-        let transfers = conn
-            .prepare_cached(&sql)?
-            .query_map(params![account.0.to_be_bytes(), bound, limit], transfer_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        })
+    }
+
+    /// A full page may have a successor; a short one is the last.
+    fn page_of(transfers: Vec<Transfer>, limit: u32) -> Page {
         let next = (transfers.len() == limit as usize)
             .then(|| transfers.last().map(|t| Cursor(t.timestamp)))
             .flatten();
-        Ok(Page { transfers, next })
+        Page { transfers, next }
+    }
+
+    pub(super) fn pending_transfers(
+        conn: &Connection,
+        created_before: u64,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        let limit = page.clamped_limit();
+        let (cursor_cmp, order) = if page.newest_first {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        let sql = format!(
+            "SELECT {TRANSFER_COLS} FROM transfers t
+             WHERE kind = 1 AND timestamp {cursor_cmp} ?1 AND timestamp < ?2
+               AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = t.id)
+             ORDER BY timestamp {order} LIMIT ?3"
+        );
+        let before = to_i64(created_before.min(MAX_AMOUNT))?;
+        let transfers = conn
+            .prepare_cached(&sql)?
+            .query_map(params![cursor_bound(page)?, before, limit], transfer_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(page_of(transfers, limit))
     }
 
     /// Balances derived from the transfers alone: a pending transfer holds

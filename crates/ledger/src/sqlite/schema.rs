@@ -75,6 +75,7 @@ CREATE UNIQUE INDEX transfers_by_pending ON transfers (pending_id) WHERE pending
 CREATE INDEX transfers_by_linked ON transfers (linked_id) WHERE linked_id IS NOT NULL;
 CREATE INDEX transfers_by_debit ON transfers (debit_account, timestamp);
 CREATE INDEX transfers_by_credit ON transfers (credit_account, timestamp);
+CREATE INDEX transfers_pending ON transfers (timestamp) WHERE kind = 1;
 
 -- Transfers are immutable: a correction is a new, compensating transfer.
 CREATE TRIGGER transfers_never_updated BEFORE UPDATE ON transfers
@@ -115,6 +116,7 @@ pub(crate) fn migrate(conn: &mut Connection, components: &[Migrations]) -> Resul
 
 fn migrate_one(conn: &mut Connection, m: &Migrations) -> Result<(), StoreError> {
     let known = u32::try_from(m.steps.len()).expect("fewer than 2^32 migration steps");
+    // Each turn applies one step or returns: at most `known` + 1 turns.
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let found = if m.component == LEDGER_COMPONENT {
