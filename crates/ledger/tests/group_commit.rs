@@ -197,6 +197,21 @@ async fn every_acknowledged_transfer_is_stored_exactly_once() {
     // ledger sees each request and its concurrent duplicate.
     const TASKS: u128 = 64;
     const PER_TASK: u128 = 25;
+    // Meanwhile a reader audits the ledger over and over: every snapshot it
+    // sees between commits is consistent.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let auditor = {
+        let (path, stop) = (fx.path(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reader = ledger::SqliteReader::open(path).unwrap();
+            let mut audits = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && audits < 10_000 {
+                assert_consistent(&mut reader);
+                audits += 1;
+            }
+            audits
+        })
+    };
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
             let l = ledger.clone();
@@ -227,6 +242,8 @@ async fn every_acknowledged_transfer_is_stored_exactly_once() {
             }
         }
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(auditor.join().unwrap() > 0);
     let ids = TASKS / 2 * PER_TASK;
     assert_eq!(created.len() as u128, ids);
     assert!(created.values().all(|&c| c == 1), "each id created once");
