@@ -28,6 +28,12 @@ pub struct HostConfig {
     pub echo_interval_secs: u32,
     /// Largest number of requests committed in one transaction.
     pub commit_batch: usize,
+    /// Seconds a webhook request may take before it counts as failed.
+    pub webhook_timeout_secs: u64,
+    /// Merchants whose webhooks are delivered to at once.
+    pub webhook_concurrency: usize,
+    /// Events sent in one merchant's delivery turn before others get theirs.
+    pub webhook_batch: usize,
 }
 
 impl Default for HostConfig {
@@ -42,6 +48,9 @@ impl Default for HostConfig {
             idle_timeout_secs: 300,
             echo_interval_secs: 60,
             commit_batch: 1024,
+            webhook_timeout_secs: 10,
+            webhook_concurrency: 16,
+            webhook_batch: 100,
         }
     }
 }
@@ -87,6 +96,19 @@ impl HostConfig {
             max_in_flight: self.max_in_flight,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             ..crate::server::Limits::default()
+        }
+    }
+
+    /// The merchant API address and webhook delivery this configuration sets.
+    pub fn merchant_services(&self) -> crate::runtime::MerchantServices {
+        crate::runtime::MerchantServices {
+            api_listen: self.api_listen,
+            outbox: crate::outbox::OutboxConfig {
+                request_timeout: Duration::from_secs(self.webhook_timeout_secs),
+                concurrency: self.webhook_concurrency,
+                batch: self.webhook_batch,
+                ..crate::outbox::OutboxConfig::default()
+            },
         }
     }
 }

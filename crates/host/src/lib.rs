@@ -8,11 +8,19 @@
 //! makes it exactly-once, the double-entry transfer, the merchant's outbox
 //! event and the exact response bytes commit together, in a group commit
 //! shared with every other connection, and only then is the response sent.
+//!
+//! Merchants hear of every transaction through signed webhooks delivered
+//! from the outbox ([`outbox`]), and pull transactions, settlements and
+//! events from a REST API next to `/healthz` and `/metrics` ([`api`],
+//! [`metrics`]).
 
 pub mod admin;
+pub mod api;
 pub mod config;
 pub mod flows;
 pub mod issuer;
+pub mod metrics;
+pub mod outbox;
 pub mod processor;
 pub mod runtime;
 pub mod schema;

@@ -6,6 +6,7 @@
 
 use crate::flows::{self, CardInput, Job, Kind};
 use crate::issuer::IssuerKeys;
+use crate::metrics::{Answer, Metrics};
 use crate::time::Now;
 use iso8583::dialect::CUP;
 use iso8583::text::mask_pan;
@@ -16,6 +17,7 @@ use paycrypto::pinblock::{Format, Pan, decipher};
 use paycrypto::{Bdk, KeyAlgorithm};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What to do with a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,6 +34,7 @@ pub struct Processor {
     bdk: Bdk,
     issuer: Arc<IssuerKeys>,
     echo_interval: u32,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -81,27 +84,57 @@ fn content_hash(request: &Message) -> [u8; 32] {
 }
 
 impl Processor {
-    /// A processor over `ledger`, deriving terminal keys from `bdk`.
+    /// A processor over `ledger`, deriving terminal keys from `bdk`,
+    /// recording into `metrics`.
     pub fn new(
         ledger: Arc<GroupCommit<SqliteStore>>,
         bdk: Bdk,
         issuer: Arc<IssuerKeys>,
         echo_interval: u32,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Processor {
             ledger,
             bdk,
             issuer,
             echo_interval,
+            metrics,
         }
     }
 
-    /// Processes one request from the terminal `peer` authenticated at the handshake.
+    /// The metrics this processor records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Processes one request from the terminal `peer` authenticated at the
+    /// handshake, and records its kind, answer and latency.
     pub async fn process(&self, peer: &str, wire: &[u8]) -> Reply {
-        let job = match self.prepare(peer, wire, Now::system()) {
-            Ok(job) => job,
-            Err(reply) => return reply,
+        let started = Instant::now();
+        let (kind, reply) = match self.prepare(peer, wire, Now::system()) {
+            Ok(job) => (Some(job.kind), self.decide(peer, wire, job).await),
+            // Refused before a decision (rare): decode again only to label it.
+            Err(reply) => (
+                CUP.decode(wire).ok().as_ref().and_then(Kind::classify),
+                reply,
+            ),
         };
+        let answer = match &reply {
+            // One more decode of a short message, next to a commit's fsync.
+            Reply::Send(wire) => CUP
+                .decode(wire)
+                .ok()
+                .and_then(|m| m.response_code().map(Answer::code))
+                .unwrap_or(Answer::code("")),
+            Reply::Close(_) => Answer::Closed,
+        };
+        self.metrics
+            .request(kind.map_or("unknown", Kind::name), answer, started.elapsed());
+        reply
+    }
+
+    /// Runs the job in a group commit and returns its response.
+    async fn decide(&self, peer: &str, wire: &[u8], job: Job) -> Reply {
         let kind = job.kind;
         match self.ledger.submit(move |tx| flows::run(tx, &job)).await {
             Ok(response) => Reply::Send(response),

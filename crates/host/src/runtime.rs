@@ -1,16 +1,20 @@
-//! Opening the host's storage and keys, and running its server.
+//! Opening the host's storage and keys, and running its servers: the
+//! terminal server alone ([`start`]) or with the merchant API and webhook
+//! delivery beside it ([`start_all`]).
 
 use crate::issuer::IssuerKeys;
+use crate::metrics::Metrics;
+use crate::outbox::{OutboxConfig, OutboxError};
 use crate::processor::Processor;
 use crate::schema::HOST;
 use crate::server::{Limits, serve};
-use ledger::{GroupCommit, GroupCommitConfig, SqliteStore};
+use ledger::{BatchReport, GroupCommit, GroupCommitConfig, SqliteStore};
 use paycrypto::{Bdk, KeyAlgorithm};
 use pki::{Deployment, MasterKey};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// File name of the host's database (ledger and host tables) in its data directory.
 pub const DB_FILE: &str = "host.db";
@@ -44,6 +48,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The webhook worker could not start.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
     /// The data directory could not be created.
     #[error("{path}: {source}")]
     Io {
@@ -61,11 +68,15 @@ pub struct HostData {
     /// The deployment (CA, BDK, key-transport key).
     pub deployment: Deployment,
     /// The master key (seals secrets at rest).
-    pub master: MasterKey,
+    pub master: Arc<MasterKey>,
     /// Issuer keys (PAN tokens, PIN checks).
     pub issuer: Arc<IssuerKeys>,
     /// The ledger and host tables behind group commit.
     pub ledger: Arc<GroupCommit<SqliteStore>>,
+    /// Every metric of the host (group commits are recorded from the start).
+    pub metrics: Arc<Metrics>,
+    /// Notified after every committed batch: new outbox events may be waiting.
+    pub commits: Arc<Notify>,
 }
 
 impl std::fmt::Debug for HostData {
@@ -78,12 +89,13 @@ impl std::fmt::Debug for HostData {
 
 impl HostData {
     /// Opens (creating if needed) the host database in `dir`, with the
-    /// deployment in `deployment_dir`.
+    /// deployment in `deployment_dir`. A batch hook in `commit` still runs,
+    /// after the host's own.
     pub fn open(
         dir: &Path,
         deployment_dir: &Path,
         master: MasterKey,
-        commit: GroupCommitConfig,
+        mut commit: GroupCommitConfig,
     ) -> Result<Self, StartError> {
         std::fs::create_dir_all(dir).map_err(|source| StartError::Io {
             path: dir.to_path_buf(),
@@ -92,12 +104,28 @@ impl HostData {
         let deployment = Deployment::load(deployment_dir, &master)?;
         let issuer = Arc::new(IssuerKeys::load_or_create(dir, &master)?);
         let store = SqliteStore::open_with(dir.join(DB_FILE), &[HOST])?;
+        let metrics = Arc::new(Metrics::new());
+        let commits = Arc::new(Notify::new());
+        let wake = commits.clone();
+        let next = commit.on_batch.take();
+        commit.on_batch = Some(metrics.batch_hook(Some(Arc::new(
+            move |report: &BatchReport| {
+                if report.committed {
+                    wake.notify_one();
+                }
+                if let Some(next) = &next {
+                    next(report);
+                }
+            },
+        ))));
         Ok(HostData {
             dir: dir.to_path_buf(),
             deployment,
-            master,
+            master: Arc::new(master),
             issuer,
             ledger: Arc::new(GroupCommit::start(store, commit)),
+            metrics,
+            commits,
         })
     }
 
@@ -123,21 +151,83 @@ pub struct ServeOptions {
     pub echo_interval: u32,
 }
 
+/// The merchant-facing services [`start_all`] runs beside the terminal server.
+#[derive(Debug, Clone)]
+pub struct MerchantServices {
+    /// Address of the merchant REST API, `/metrics` and `/healthz`.
+    pub api_listen: SocketAddr,
+    /// Webhook delivery bounds and timing.
+    pub outbox: OutboxConfig,
+}
+
 /// A running host server.
 #[derive(Debug)]
 pub struct RunningHost {
-    /// The address it listens on.
+    /// The address terminals connect to.
     pub addr: SocketAddr,
+    /// The address of the API server, when [`start_all`] started one.
+    pub api_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    services: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningHost {
-    /// Stops accepting, answers what is in flight, and returns when done.
+    /// Stops accepting, answers what is in flight (terminal requests, API
+    /// requests, webhook requests under way), and returns when done.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        for service in self.services {
+            let _ = service.await;
+        }
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Starts the terminal server, the merchant API server and the webhook
+/// worker over `data`; [`RunningHost::stop`] stops all three.
+pub async fn start_all(
+    data: &HostData,
+    options: &ServeOptions,
+    services: &MerchantServices,
+) -> Result<RunningHost, StartError> {
+    let (api_listener, api_addr) = bind(services.api_listen).await?;
+    let mut host = start(data, options).await?;
+    let db = data.dir.join(DB_FILE);
+    let worker = match crate::outbox::spawn(
+        &db,
+        data.master.clone(),
+        data.metrics.clone(),
+        data.commits.clone(),
+        services.outbox.clone(),
+        host.shutdown.subscribe(),
+    ) {
+        Ok(worker) => worker,
+        Err(e) => {
+            host.stop().await;
+            return Err(e.into());
+        }
+    };
+    let state = crate::api::ApiState::new(&db, data.metrics.clone());
+    let api = tokio::spawn(crate::api::serve(
+        api_listener,
+        state,
+        host.shutdown.subscribe(),
+    ));
+    tracing::info!(addr = %api_addr, "merchant API listening");
+    host.api_addr = Some(api_addr);
+    host.services = vec![api, worker];
+    Ok(host)
 }
 
 /// Starts the terminal server over `data`.
@@ -165,24 +255,18 @@ pub async fn start(data: &HostData, options: &ServeOptions) -> Result<RunningHos
         bdk,
         data.issuer.clone(),
         options.echo_interval,
+        data.metrics.clone(),
     ));
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: options.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: options.listen,
-        source,
-    })?;
+    let (listener, addr) = bind(options.listen).await?;
     let (shutdown, watch) = watch::channel(false);
     let limits = options.limits;
     let task = tokio::spawn(serve(listener, tls, processor, limits, watch));
     tracing::info!(%addr, "host listening for terminals");
     Ok(RunningHost {
         addr,
+        api_addr: None,
         shutdown,
         task,
+        services: Vec::new(),
     })
 }

@@ -97,6 +97,7 @@ async fn connection(
     };
     let terminal = peer.terminal_id.clone();
     tracing::info!(terminal, "terminal connected");
+    let _open = processor.metrics().connection_opened();
     let (read, write) = tokio::io::split(tls);
     let mut frames = FramedRead::new(read, FrameCodec::new(FrameLayout::CUP));
     let mut sink = FramedWrite::new(write, FrameCodec::new(FrameLayout::CUP));
@@ -135,8 +136,10 @@ async fn connection(
         let processor = processor.clone();
         let tx = tx.clone();
         let terminal = terminal.clone();
+        let in_flight = processor.metrics().request_started();
         tokio::spawn(async move {
             let _permit = permit;
+            let _in_flight = in_flight;
             let reply = match processor.process(&terminal, &frame.message).await {
                 Reply::Send(message) => Some(OwnedFrame {
                     tpdu: frame.tpdu.map(|t| t.reply()),

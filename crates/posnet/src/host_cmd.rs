@@ -137,12 +137,16 @@ pub struct HostArgs {
 
 #[derive(Subcommand)]
 enum HostCommand {
-    /// Run the payment host: terminals over mutual TLS, until Ctrl-C or
+    /// Run the payment host: terminals over mutual TLS, the merchant REST
+    /// API with /metrics and /healthz, and webhook delivery, until Ctrl-C or
     /// SIGTERM, then answer what is in flight and stop.
     Run {
         /// Address for terminals.
         #[arg(long, env = "POSNET_HOST_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Address of the merchant REST API, /metrics and /healthz.
+        #[arg(long, env = "POSNET_HOST_API_LISTEN")]
+        api_listen: Option<SocketAddr>,
         /// Connections served at once.
         #[arg(long, env = "POSNET_HOST_MAX_CONNECTIONS")]
         max_connections: Option<usize>,
@@ -269,8 +273,9 @@ pub fn run_host(args: HostArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match args.command {
-            HostCommand::Run { listen, max_connections, max_in_flight, idle_timeout_secs, echo_interval_secs } => {
+            HostCommand::Run { listen, api_listen, max_connections, max_in_flight, idle_timeout_secs, echo_interval_secs } => {
                 if let Some(v) = listen { config.listen = v }
+                if let Some(v) = api_listen { config.api_listen = v }
                 if let Some(v) = max_connections { config.max_connections = v }
                 if let Some(v) = max_in_flight { config.max_in_flight = v }
                 if let Some(v) = idle_timeout_secs { config.idle_timeout_secs = v }
@@ -360,10 +365,13 @@ async fn serve(config: HostConfig, master: MasterKey) -> Result<()> {
         limits: config.limits(),
         echo_interval: config.echo_interval_secs,
     };
-    let running = host::runtime::start(&data, &options).await?;
+    let running = host::runtime::start_all(&data, &options, &config.merchant_services()).await?;
     println!(
         "{}",
-        serde_json::json!({ "listening": running.addr.to_string() })
+        serde_json::json!({
+            "listening": running.addr.to_string(),
+            "api": running.api_addr.map(|a| a.to_string()),
+        })
     );
     shutdown_signal().await;
     tracing::info!("shutting down: answering requests in flight");
