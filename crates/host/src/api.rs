@@ -245,11 +245,7 @@ async fn count(State(state): State<Arc<ApiState>>, request: Request, next: Next)
 }
 
 async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
-    match state
-        .pool
-        .run(|conn| Ok(outbox::backlog(conn)?))
-        .await
-    {
+    match state.pool.run(|conn| Ok(outbox::backlog(conn)?)).await {
         Ok(backlog) => {
             state.metrics.set_outbox_backlog(backlog);
             Json(serde_json::json!({ "status": "ok", "database": "ok", "outbox_backlog": backlog }))
@@ -267,11 +263,7 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<ApiState>>) -> Response {
-    match state
-        .pool
-        .run(|conn| Ok(outbox::backlog(conn)?))
-        .await
-    {
+    match state.pool.run(|conn| Ok(outbox::backlog(conn)?)).await {
         Ok(backlog) => state.metrics.set_outbox_backlog(backlog),
         Err(e) => tracing::warn!("metrics: outbox backlog not refreshed: {e}"),
     }
@@ -371,7 +363,8 @@ pub struct Transaction {
     pub at: i64,
 }
 
-const SELECT_TRANSACTION: &str = "SELECT j.id, j.kind, j.state, j.response_code, j.amount, j.currency, j.merchant_id,
+const SELECT_TRANSACTION: &str =
+    "SELECT j.id, j.kind, j.state, j.response_code, j.amount, j.currency, j.merchant_id,
     j.terminal_id, j.stan, j.batch, j.rrn, j.auth_code, j.masked_pan, o.rrn, j.created_at
     FROM journal j LEFT JOIN journal o ON o.id = j.original_id";
 
@@ -639,15 +632,16 @@ async fn settlements(
     if q.batch.is_some() && q.terminal_id.is_none() {
         return Err(ApiError::BadRequest("batch needs terminal_id".into()));
     }
-    let mut sql = "SELECT s.id, s.terminal_id, s.batch, s.debit_amount, s.debit_count, s.credit_amount,
+    let mut sql =
+        "SELECT s.id, s.terminal_id, s.batch, s.debit_amount, s.debit_count, s.credit_amount,
         s.credit_count, s.balanced, s.uploaded, s.closed_at, s.created_at
         FROM settlements s JOIN terminals t ON t.terminal_id = s.terminal_id
         WHERE t.merchant_id = ?"
-        .to_string();
+            .to_string();
     let mut args = vec![Value::Text(merchant)];
     if let Some(date) = &q.date {
-        let start = parse_date(date)
-            .ok_or_else(|| ApiError::BadRequest("date: YYYY-MM-DD".into()))?;
+        let start =
+            parse_date(date).ok_or_else(|| ApiError::BadRequest("date: YYYY-MM-DD".into()))?;
         sql.push_str(" AND s.created_at >= ? AND s.created_at < ?");
         args.extend([Value::Integer(start), Value::Integer(start + 86_400)]);
     }

@@ -34,6 +34,8 @@ pub struct HostConfig {
     pub webhook_concurrency: usize,
     /// Events sent in one merchant's delivery turn before others get theirs.
     pub webhook_batch: usize,
+    /// Card ranges served by upstream hosts (`[[route]]` tables).
+    pub route: Vec<crate::routing::RouteConfig>,
 }
 
 impl Default for HostConfig {
@@ -51,6 +53,7 @@ impl Default for HostConfig {
             webhook_timeout_secs: 10,
             webhook_concurrency: 16,
             webhook_batch: 100,
+            route: Vec::new(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! and the exact response bytes all commit together, or none of them does.
 
 use crate::issuer::{account_id, funding_account};
+use crate::routing::Forwarded;
 use crate::time::Now;
 use iso8583::dialect::CUP;
 use iso8583::{Field60, Message};
@@ -189,10 +190,40 @@ pub struct CardInput {
     pub expiry: Option<String>,
 }
 
+/// A card whose range an upstream host serves, held only until the request
+/// is forwarded (the PAN and PIN are wiped when it is dropped).
+pub struct RoutedCard {
+    /// The route's BIN prefix.
+    pub prefix: String,
+    /// The card number, to send upstream.
+    pub pan: String,
+    /// Expiry YYMM.
+    pub expiry: String,
+    /// The PIN, to encipher under the upstream link's key.
+    pub pin: Option<paycrypto::pinblock::Pin>,
+}
+
+impl Drop for RoutedCard {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.pan);
+    }
+}
+
+impl std::fmt::Debug for RoutedCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutedCard")
+            .field("prefix", &self.prefix)
+            .field("pan", &iso8583::text::mask_pan(&self.pan))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything the committer needs to decide and answer one request.
 pub struct Job {
     /// What is asked.
     pub kind: Kind,
+    /// Set when an upstream host serves the card (taken before the job runs).
+    pub routed: Option<RoutedCard>,
     /// The decoded request.
     pub request: Message,
     /// From the client certificate (equal to field 41).
@@ -245,6 +276,10 @@ struct Decision {
     transfer: Option<TransferId>,
     original: Option<i64>,
     extra: Vec<(u8, Vec<u8>)>,
+    /// Approval code given by an upstream host.
+    auth: Option<String>,
+    /// The upstream transaction, for routed sales.
+    upstream: Option<String>,
 }
 
 impl Decision {
@@ -255,6 +290,8 @@ impl Decision {
             transfer: None,
             original: None,
             extra: Vec::new(),
+            auth: None,
+            upstream: None,
         }
     }
     fn approve(transfer: Option<TransferId>) -> Self {
@@ -264,6 +301,8 @@ impl Decision {
             transfer,
             original: None,
             extra: Vec::new(),
+            auth: None,
+            upstream: None,
         }
     }
 }
@@ -340,6 +379,16 @@ struct Original {
 
 /// Runs one job inside the open transaction and returns the response bytes.
 pub fn run(tx: &mut SqliteTx<'_>, job: &Job) -> Result<Vec<u8>, JobError> {
+    run_with(tx, job, None)
+}
+
+/// [`run`] for a sale an upstream host already answered (BIN routing): the
+/// local decision records the upstream's outcome instead of the local issuer's.
+pub fn run_with(
+    tx: &mut SqliteTx<'_>,
+    job: &Job,
+    forwarded: Option<&Forwarded>,
+) -> Result<Vec<u8>, JobError> {
     let mti = job.request.mti();
     if job.kind.is_journaled() {
         let seen: Option<(Vec<u8>, Vec<u8>)> = tx
@@ -411,8 +460,68 @@ pub fn run(tx: &mut SqliteTx<'_>, job: &Job) -> Result<Vec<u8>, JobError> {
         }
         _ => {}
     }
-    let decision = decide(tx, job, &terminal, &merchant)?;
+    let decision = match forwarded {
+        Some(f) if job.kind == Kind::Sale => decide_forwarded(tx, job, &merchant, f)?,
+        _ => decide(tx, job, &terminal, &merchant)?,
+    };
     record(tx, job, &terminal.merchant_id, decision)
+}
+
+/// Response codes an upstream may answer with, as the journal stores them.
+const UPSTREAM_CODES: [&str; 15] = [
+    "00", "05", "12", "13", "14", "25", "30", "51", "54", "55", "61", "91", "94", "96", "A0",
+];
+
+/// Records an upstream's answer to a sale: on approval the acquirer owes the
+/// merchant and is owed by the upstream issuer (its settlement account).
+fn decide_forwarded(
+    tx: &mut SqliteTx<'_>,
+    job: &Job,
+    merchant: &MerchantRow,
+    f: &Forwarded,
+) -> Result<Decision, JobError> {
+    let code = UPSTREAM_CODES
+        .into_iter()
+        .find(|c| *c == f.code)
+        .unwrap_or("05");
+    if code != "00" {
+        return Ok(Decision::decline(code));
+    }
+    let currency = Currency(merchant.currency);
+    let settlement = account_id("issuer settlement", &format!("{}/{}", f.route, currency.0));
+    match tx.create_account(&ledger::NewAccount::new(
+        settlement,
+        currency,
+        ledger::AccountKind::IssuerSettlement,
+    )) {
+        Ok(_) => {}
+        Err(ledger::AccountError::Store(e)) => return Err(e.into()),
+        Err(e) => tracing::error!("issuer settlement account: {e}"),
+    }
+    let merchant_account = ledger::AccountId(u128::from_be_bytes(
+        merchant.account.as_slice().try_into().unwrap_or([0; 16]),
+    ));
+    let id = transfer_id(
+        &job.terminal_id,
+        job.request.mti().as_str(),
+        job.stan,
+        job.batch,
+    );
+    let request = TransferRequest::single(id, settlement, merchant_account, job.amount, currency)
+        .code(Kind::Sale.transfer_code());
+    match transfer(tx, &request)? {
+        Ok(()) => Ok(Decision {
+            auth: f.auth_code.clone(),
+            upstream: f.upstream.map(|(b, s)| format!("{}:{b}:{s}", f.route)),
+            ..Decision::approve(Some(id))
+        }),
+        // The upstream approved but the local books refuse: the sale must not
+        // stand upstream either; answer 96 so the terminal reverses it.
+        Err(code) => {
+            tracing::error!(terminal = %job.terminal_id, code, "upstream approval could not be booked");
+            Ok(Decision::decline("96"))
+        }
+    }
 }
 
 fn decide(
@@ -889,8 +998,10 @@ fn record(
         })?;
     let rrn = format!("{:012}", id);
     let approved = decision.code == "00";
-    let auth = (approved && decision.transfer.is_some())
-        .then(|| format!("{:06}", (id * 7919 + 104_729) % 1_000_000));
+    let auth = decision.auth.clone().or_else(|| {
+        (approved && decision.transfer.is_some())
+            .then(|| format!("{:06}", (id * 7919 + 104_729) % 1_000_000))
+    });
     let mut extra = decision.extra;
     extra.push((37, rrn.clone().into_bytes()));
     if let Some(a) = &auth {
@@ -900,8 +1011,8 @@ fn record(
     let card = job.card.as_ref();
     tx.sql().execute(
         "INSERT INTO journal (id, terminal_id, merchant_id, mti, stan, batch, kind, amount, currency, card_token, masked_pan,
-           response_code, auth_code, rrn, transfer_id, original_id, state, request_hash, response, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+           response_code, auth_code, rrn, transfer_id, original_id, state, request_hash, response, created_at, upstream)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
         params![
             id,
             job.terminal_id,
@@ -923,6 +1034,7 @@ fn record(
             job.request_hash.to_vec(),
             response,
             job.now.unix,
+            decision.upstream,
         ],
     )?;
     let original_rrn: Option<String> = match decision.original {
@@ -1042,4 +1154,60 @@ pub fn ensure_funding(tx: &mut SqliteTx<'_>, currency: Currency) -> Result<(), J
 /// The ledger account of merchant `merchant_id`.
 pub fn merchant_account(merchant_id: &str) -> ledger::AccountId {
     account_id("merchant", merchant_id)
+}
+
+/// The upstream sale a routed journal row names: (route prefix, batch, STAN)
+/// of the link's transaction, when the row's state still needs undoing.
+pub fn routed_original(
+    conn: &rusqlite::Connection,
+    terminal: &str,
+    mti: &str,
+    stan: u32,
+    batch: u32,
+) -> Result<Option<(String, u32, u32)>, rusqlite::Error> {
+    let upstream: Option<Option<String>> = conn
+        .query_row(
+            "SELECT upstream FROM journal WHERE terminal_id = ?1 AND mti = ?2 AND stan = ?3 AND batch = ?4 AND state = 'approved'",
+            params![terminal, mti, stan, batch],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(upstream.flatten().and_then(|u| {
+        let mut parts = u.splitn(3, ':');
+        let (route, b, s) = (
+            parts.next()?,
+            parts.next()?.parse().ok()?,
+            parts.next()?.parse().ok()?,
+        );
+        Some((route.to_string(), b, s))
+    }))
+}
+
+/// Whether a request is already in the journal (a retransmission must not
+/// be forwarded upstream again).
+pub fn journaled(conn: &rusqlite::Connection, job: &Job) -> Result<bool, rusqlite::Error> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM journal WHERE terminal_id = ?1 AND mti = ?2 AND stan = ?3 AND batch = ?4",
+            params![job.terminal_id, job.request.mti().as_str(), job.stan, job.batch],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Whether a request's KSN counter is above the terminal's last (checked
+/// again inside the job; this read keeps a replay from reaching an upstream).
+pub fn ksn_fresh(conn: &rusqlite::Connection, job: &Job) -> Result<bool, rusqlite::Error> {
+    let Some((key_id, counter)) = &job.ksn else {
+        return Ok(false);
+    };
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM terminals WHERE terminal_id = ?1 AND initial_key_id = ?2 AND last_ksn_counter < ?3",
+            params![job.terminal_id, key_id, counter],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }

@@ -22,6 +22,7 @@ pub mod issuer;
 pub mod metrics;
 pub mod outbox;
 pub mod processor;
+pub mod routing;
 pub mod runtime;
 pub mod schema;
 pub mod server;

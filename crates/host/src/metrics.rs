@@ -226,8 +226,7 @@ impl Metrics {
     pub fn batch(&self, report: &BatchReport) {
         if report.committed {
             self.commit_batch.observe(report.size as f64);
-            self.commit_seconds
-                .observe(report.duration.as_secs_f64());
+            self.commit_seconds.observe(report.duration.as_secs_f64());
         } else {
             self.commit_failures.inc();
         }
@@ -313,7 +312,10 @@ mod tests {
         m.api_request("/healthz", 200);
         let text = m.encode();
         assert_eq!(
-            line(&text, "posnet_host_requests_total{kind=\"sale\",code=\"00\"}"),
+            line(
+                &text,
+                "posnet_host_requests_total{kind=\"sale\",code=\"00\"}"
+            ),
             Some("posnet_host_requests_total{kind=\"sale\",code=\"00\"} 2")
         );
         assert!(text.contains("posnet_host_requests_total{kind=\"sale\",code=\"??\"} 1"));
@@ -327,7 +329,9 @@ mod tests {
         assert!(text.contains("posnet_host_webhook_attempts_total{result=\"failed\"} 2"));
         assert!(text.contains("posnet_host_webhook_attempts_total{result=\"delivered\"} 1"));
         assert!(text.contains("posnet_host_outbox_backlog 7"));
-        assert!(text.contains("posnet_host_api_requests_total{route=\"/healthz\",status=\"200\"} 1"));
+        assert!(
+            text.contains("posnet_host_api_requests_total{route=\"/healthz\",status=\"200\"} 1")
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -318,11 +318,7 @@ impl Shared {
             .header(TIMESTAMP_HEADER, timestamp)
             .header(
                 SIGNATURE_HEADER,
-                signature(
-                    target.secret.expose(),
-                    timestamp,
-                    event.payload.as_bytes(),
-                ),
+                signature(target.secret.expose(), timestamp, event.payload.as_bytes()),
             )
             .body(event.payload.clone())
             .send()
@@ -339,11 +335,10 @@ impl Shared {
 
 /// An HTTP error with its causes, without the URL (it may carry a token).
 fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_timeout() {
-        "timed out".to_string()
-    } else {
-        "request failed".to_string()
-    };
+    if error.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut text = "request failed".to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(": ");
@@ -368,10 +363,7 @@ pub fn spawn(
     config: OutboxConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, OutboxError> {
-    for (value, name) in [
-        (config.batch, "batch"),
-        (config.concurrency, "concurrency"),
-    ] {
+    for (value, name) in [(config.batch, "batch"), (config.concurrency, "concurrency")] {
         if value == 0 {
             return Err(OutboxError::Config(name));
         }
@@ -418,10 +410,7 @@ async fn run(shared: Arc<Shared>, wake: Arc<Notify>, mut shutdown: watch::Receiv
             // Enough rows to fill every free slot even when each busy or
             // waiting merchant comes first.
             let limit = free + active.len() + waiting.len();
-            match shared
-                .db(move |s| s.due_merchants(unix_now(), limit))
-                .await
-            {
+            match shared.db(move |s| s.due_merchants(unix_now(), limit)).await {
                 Ok(due) => {
                     let start: Vec<String> = due
                         .into_iter()
@@ -429,8 +418,11 @@ async fn run(shared: Arc<Shared>, wake: Arc<Notify>, mut shutdown: watch::Receiv
                         .take(free)
                         .collect();
                     for merchant in start {
-                        let handle =
-                            tasks.spawn(deliver(shared.clone(), merchant.clone(), shutdown.clone()));
+                        let handle = tasks.spawn(deliver(
+                            shared.clone(),
+                            merchant.clone(),
+                            shutdown.clone(),
+                        ));
                         active.insert(handle.id(), merchant);
                     }
                 }
@@ -499,7 +491,11 @@ async fn deliver(shared: Arc<Shared>, merchant: String, shutdown: watch::Receive
             Ok(()) => {
                 if let Err(e) = shared.db(move |s| s.delivered(id, unix_now())).await {
                     // Not marked: it is sent again later, never skipped.
-                    tracing::error!(merchant, event = event.event_id, "delivered but not marked: {e}");
+                    tracing::error!(
+                        merchant,
+                        event = event.event_id,
+                        "delivered but not marked: {e}"
+                    );
                     return Turn::Stalled;
                 }
             }
@@ -545,7 +541,10 @@ mod tests {
         let body = br#"{"event_id":"txn-1"}"#;
         assert_eq!(signature(b"whsec-test", 1_700_000_000, body), expected);
         assert_ne!(signature(b"whsec-test", 1_700_000_001, body), expected);
-        assert_ne!(signature(b"whsec-test", 1_700_000_000, br#"{"event_id":"txn-2"}"#), expected);
+        assert_ne!(
+            signature(b"whsec-test", 1_700_000_000, br#"{"event_id":"txn-2"}"#),
+            expected
+        );
         assert_ne!(signature(b"whsec-tesT", 1_700_000_000, body), expected);
     }
 

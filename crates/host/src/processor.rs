@@ -4,9 +4,10 @@
 //! response leaves only after its journal row, transfer and outbox event
 //! are durable.
 
-use crate::flows::{self, CardInput, Job, Kind};
+use crate::flows::{self, CardInput, Job, Kind, RoutedCard};
 use crate::issuer::IssuerKeys;
 use crate::metrics::{Answer, Metrics};
+use crate::routing::{Forwarded, Router};
 use crate::time::Now;
 use iso8583::dialect::CUP;
 use iso8583::text::mask_pan;
@@ -35,6 +36,8 @@ pub struct Processor {
     issuer: Arc<IssuerKeys>,
     echo_interval: u32,
     metrics: Arc<Metrics>,
+    router: Option<Arc<Router>>,
+    reader: Option<std::sync::Mutex<rusqlite::Connection>>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -99,6 +102,75 @@ impl Processor {
             issuer,
             echo_interval,
             metrics,
+            router: None,
+            reader: None,
+        }
+    }
+
+    /// Serves the card ranges of `router` upstream; `reader` (read-only, the
+    /// host database) tells retransmissions and stale keys apart before
+    /// anything is forwarded.
+    pub fn with_router(mut self, router: Arc<Router>, reader: rusqlite::Connection) -> Self {
+        self.router = Some(router);
+        self.reader = Some(std::sync::Mutex::new(reader));
+        self
+    }
+
+    /// Forwards a routed sale upstream, or voids the upstream sale a
+    /// reversal names. `Err` is the answer when the upstream void could not
+    /// be done (the terminal retries its reversal).
+    async fn forward(&self, job: &mut Job) -> Result<Option<Forwarded>, Reply> {
+        let (Some(router), Some(reader)) = (&self.router, &self.reader) else {
+            return Ok(None);
+        };
+        let Some(mut card) = job.routed.take() else {
+            return Ok(None);
+        };
+        let lookup = {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            let original = Kind::reversed(&job.request).map(|(mti, _)| {
+                flows::routed_original(&conn, &job.terminal_id, mti, job.stan, job.batch)
+            });
+            (
+                flows::journaled(&conn, job),
+                flows::ksn_fresh(&conn, job),
+                original,
+            )
+        };
+        let (Ok(journaled), Ok(fresh)) = (lookup.0, lookup.1) else {
+            tracing::error!(terminal = %job.terminal_id, "routing lookup failed; deciding locally");
+            return Ok(None);
+        };
+        // Retransmissions get their stored answer and stale keys their A0 from the job.
+        if journaled || !fresh {
+            return Ok(None);
+        }
+        match job.kind {
+            Kind::Sale => Ok(Some(
+                router
+                    .sale(
+                        &card.prefix,
+                        &card.pan,
+                        &card.expiry,
+                        job.amount,
+                        card.pin.take(),
+                    )
+                    .await,
+            )),
+            Kind::Reversal => {
+                let Some(Ok(Some((route, batch, stan)))) = lookup.2 else {
+                    return Ok(None);
+                };
+                let voided = router
+                    .void(&route, &card.pan, &card.expiry, job.amount, (batch, stan))
+                    .await;
+                if matches!(voided.code.as_str(), "00" | "25" | "12") {
+                    Ok(None)
+                } else {
+                    Err(bare(&job.request, "96"))
+                }
+            }
+            _ => Ok(None),
         }
     }
 
@@ -128,15 +200,26 @@ impl Processor {
                 .unwrap_or(Answer::code("")),
             Reply::Close(_) => Answer::Closed,
         };
-        self.metrics
-            .request(kind.map_or("unknown", Kind::name), answer, started.elapsed());
+        self.metrics.request(
+            kind.map_or("unknown", Kind::name),
+            answer,
+            started.elapsed(),
+        );
         reply
     }
 
     /// Runs the job in a group commit and returns its response.
-    async fn decide(&self, peer: &str, wire: &[u8], job: Job) -> Reply {
+    async fn decide(&self, peer: &str, wire: &[u8], mut job: Job) -> Reply {
         let kind = job.kind;
-        match self.ledger.submit(move |tx| flows::run(tx, &job)).await {
+        let forwarded = match self.forward(&mut job).await {
+            Ok(forwarded) => forwarded,
+            Err(reply) => return reply,
+        };
+        match self
+            .ledger
+            .submit(move |tx| flows::run_with(tx, &job, forwarded.as_ref()))
+            .await
+        {
             Ok(response) => Reply::Send(response),
             Err(e) => {
                 tracing::error!(
@@ -249,18 +332,33 @@ impl Processor {
 
         let mut card = None;
         let mut pin_check = None;
+        let mut routed = None;
         if let Some((pan, expiry)) = card_data(&request) {
             let token = self.issuer.token(&pan);
+            let route = self
+                .router
+                .as_ref()
+                .and_then(|r| r.route_for(&pan))
+                .filter(|_| matches!(kind, Kind::Sale | Kind::Reversal));
+            let mut upstream_pin = None;
             if let (Some(block), Some(key)) = (request.get(52), &pin_key_for_block) {
                 let pin = Pan::new(&pan).and_then(|p| decipher(key, Format::Iso4, block, Some(&p)));
                 match pin {
                     Ok(pin) => {
-                        pin_check = Some(self.issuer.pin_check(&token, &pin.expose_secret()))
+                        pin_check = Some(self.issuer.pin_check(&token, &pin.expose_secret()));
+                        // Translated: enciphered again under the upstream link's key.
+                        upstream_pin = route.map(|_| pin);
                     }
                     // An unreadable PIN block is a wrong PIN, not a format error.
                     Err(e) => tracing::info!(terminal = peer, stan, "PIN block rejected: {e}"),
                 }
             }
+            routed = route.map(|prefix| RoutedCard {
+                prefix: prefix.to_string(),
+                pan: pan.clone(),
+                expiry: expiry.clone().unwrap_or_default(),
+                pin: upstream_pin,
+            });
             card = Some(CardInput {
                 token,
                 masked_pan: mask_pan(&pan),
@@ -269,6 +367,7 @@ impl Processor {
         }
         Ok(Job {
             kind,
+            routed,
             request_hash: content_hash(&request),
             request,
             terminal_id: peer.to_string(),

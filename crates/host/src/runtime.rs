@@ -63,6 +63,8 @@ pub enum StartError {
 
 /// The host's storage and keys, opened.
 pub struct HostData {
+    /// Card ranges served by upstream hosts (BIN routing); empty: all local.
+    pub routes: Vec<crate::routing::RouteConfig>,
     /// The data directory.
     pub dir: PathBuf,
     /// The deployment (CA, BDK, key-transport key).
@@ -108,17 +110,18 @@ impl HostData {
         let commits = Arc::new(Notify::new());
         let wake = commits.clone();
         let next = commit.on_batch.take();
-        commit.on_batch = Some(metrics.batch_hook(Some(Arc::new(
-            move |report: &BatchReport| {
+        commit.on_batch = Some(
+            metrics.batch_hook(Some(Arc::new(move |report: &BatchReport| {
                 if report.committed {
                     wake.notify_one();
                 }
                 if let Some(next) = &next {
                     next(report);
                 }
-            },
-        ))));
+            }))),
+        );
         Ok(HostData {
+            routes: Vec::new(),
             dir: dir.to_path_buf(),
             deployment,
             master: Arc::new(master),
@@ -257,6 +260,17 @@ pub async fn start(data: &HostData, options: &ServeOptions) -> Result<RunningHos
         options.echo_interval,
         data.metrics.clone(),
     ));
+    let processor = if data.routes.is_empty() {
+        processor
+    } else {
+        let router = crate::routing::Router::start(&data.routes, &data.dir)
+            .map_err(|e| StartError::Key(e.to_string()))?;
+        Arc::new(
+            Arc::try_unwrap(processor)
+                .expect("not shared yet")
+                .with_router(Arc::new(router), data.reader()?),
+        )
+    };
     let (listener, addr) = bind(options.listen).await?;
     let (shutdown, watch) = watch::channel(false);
     let limits = options.limits;

@@ -6,7 +6,8 @@ use ledger::Migrations;
 /// The host's migration steps. Released steps are never edited; a change is a new step.
 pub const HOST: Migrations = Migrations {
     component: "host",
-    steps: &[r#"
+    steps: &[
+        r#"
 CREATE TABLE merchants (
     merchant_id    TEXT PRIMARY KEY CHECK (length(merchant_id) = 15),
     name           TEXT NOT NULL,
@@ -111,5 +112,9 @@ CREATE TABLE settlements (
     created_at    INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX settlements_terminal_batch ON settlements (terminal_id, batch);
-"#],
+"#,
+        // A sale served by an upstream host: "<bin prefix>:<batch>:<stan>" of
+        // the upstream transaction, to void it when the terminal reverses.
+        "ALTER TABLE journal ADD COLUMN upstream TEXT;",
+    ],
 };

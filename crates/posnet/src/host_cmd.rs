@@ -359,7 +359,8 @@ pub fn run_host(args: HostArgs) -> Result<()> {
 }
 
 async fn serve(config: HostConfig, master: MasterKey) -> Result<()> {
-    let data = open(&config, master)?;
+    let mut data = open(&config, master)?;
+    data.routes = config.route.clone();
     let options = ServeOptions {
         listen: config.listen,
         limits: config.limits(),

@@ -7,14 +7,10 @@ use host::runtime::{HostData, RunningHost, ServeOptions, start};
 use ledger::{AccountId, GroupCommitConfig, LedgerRead};
 use pki::{InitOptions, MasterKey};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use terminal::card::{CATALOG, test_card_named};
 use terminal::engine::{Method, Refusal};
 use terminal::{Outcome, Terminal, TerminalOptions, TxnKind, TxnRequest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const MERCHANT: &str = "M00000000000001";
 
@@ -23,73 +19,11 @@ struct World {
     data: HostData,
     host: Option<RunningHost>,
     host_addr: SocketAddr,
-    proxy: Proxy,
+    proxy: netfault::Proxy,
     terminal: Terminal,
     bundle: pki::EnrollmentBundle,
     options: TerminalOptions,
     stop: tokio::sync::watch::Sender<bool>,
-}
-
-/// A TCP proxy in front of the host that can swallow the host's next answer
-/// and cut the connection (the host dies after charging, before answering).
-#[derive(Clone)]
-struct Proxy {
-    addr: SocketAddr,
-    cut_next_answer: Arc<AtomicBool>,
-    refuse: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Proxy {
-            addr: listener.local_addr().unwrap(),
-            cut_next_answer: Arc::default(),
-            refuse: Arc::default(),
-        };
-        let p = proxy.clone();
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if p.refuse.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let Ok(mut server) = TcpStream::connect(target).await else {
-                    continue;
-                };
-                let p = p.clone();
-                tokio::spawn(async move {
-                    let (mut cr, mut cw) = client.split();
-                    let (mut sr, mut sw) = server.split();
-                    let up = async {
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            let n = cr.read(&mut buf).await.unwrap_or(0);
-                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    let down = async {
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            let n = sr.read(&mut buf).await.unwrap_or(0);
-                            if n == 0 {
-                                break;
-                            }
-                            if p.cut_next_answer.swap(false, Ordering::SeqCst) {
-                                break; // swallow the answer and drop both sides
-                            }
-                            if cw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    tokio::select! { _ = up => {}, _ = down => {} }
-                });
-            }
-        });
-        proxy
-    }
 }
 
 fn card_spec(c: &terminal::card::TestCard) -> CardSpec {
@@ -141,7 +75,7 @@ impl World {
         .await
         .unwrap();
         let host_addr = host.addr;
-        let proxy = Proxy::start(host_addr).await;
+        let proxy = netfault::Proxy::start(host_addr).await.unwrap();
         let prepared = admin::prepare_enrollment(
             &data.deployment,
             TerminalSpec {
@@ -376,7 +310,7 @@ async fn void_refund_preauth_and_completion() {
 async fn host_lost_mid_sale_is_reversed_after_reconnect() {
     let w = World::start().await;
     let start = w.balance("approved");
-    w.proxy.cut_next_answer.store(true, Ordering::SeqCst);
+    w.proxy.cut_next_answer();
     let r = w.pay("approved", TxnKind::Sale, 2_500, None).await;
     assert!(
         matches!(r.outcome, Outcome::Reversed { .. }),
@@ -408,7 +342,7 @@ async fn host_lost_mid_sale_is_reversed_after_reconnect() {
 async fn offline_approvals_are_forwarded_once_when_the_host_returns() {
     let mut w = World::start().await;
     let before = w.balance("offline_chip");
-    w.proxy.refuse.store(true, Ordering::SeqCst);
+    w.proxy.refuse(true);
     w.host.take().unwrap().stop().await;
     w.wait(|s| !s.online).await;
     for amount in [1_500, 1_200] {
@@ -447,7 +381,7 @@ async fn offline_approvals_are_forwarded_once_when_the_host_returns() {
         .await
         .unwrap(),
     );
-    w.proxy.refuse.store(false, Ordering::SeqCst);
+    w.proxy.refuse(false);
     w.wait(|s| s.online && s.pending_saf == 0).await;
     assert_eq!(
         w.host_count("SELECT count(*) FROM journal WHERE kind = 'offline_sale'"),
