@@ -341,3 +341,148 @@ impl TestTerminal {
 pub fn code(m: &Message) -> &str {
     m.response_code().unwrap_or("")
 }
+
+/// Merchant services: webhooks and the REST API.
+impl Harness {
+    /// Restarts the host with the merchant API and the webhook worker.
+    pub async fn serve_all(&mut self, outbox: host::outbox::OutboxConfig) {
+        if let Some(running) = self.host.take() {
+            running.stop().await;
+        }
+        let options = ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            limits: Limits::default(),
+            echo_interval: 60,
+        };
+        let services = host::runtime::MerchantServices {
+            api_listen: "127.0.0.1:0".parse().unwrap(),
+            outbox,
+        };
+        self.host = Some(
+            host::runtime::start_all(&self.data, &options, &services)
+                .await
+                .unwrap(),
+        );
+    }
+
+    /// Stops the host (terminal server, API, webhook worker).
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.host.take() {
+            running.stop().await;
+        }
+    }
+
+    /// `http://<api address>` of a host started by [`Harness::serve_all`].
+    pub fn api_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.host.as_ref().unwrap().api_addr.expect("serve_all")
+        )
+    }
+
+    /// Points a merchant's webhook at `url` with `secret` (sealed under the host's master key).
+    pub async fn set_webhook(&self, merchant: &str, url: &str, secret: &str) {
+        let sealed = self
+            .data
+            .master
+            .seal(host::outbox::WEBHOOK_SECRET_PURPOSE, secret.as_bytes());
+        let (merchant, url) = (merchant.to_string(), url.to_string());
+        let updated = self
+            .data
+            .ledger
+            .submit(move |tx| {
+                tx.sql().execute(
+                    "UPDATE merchants SET webhook_url = ?2, webhook_secret = ?3 WHERE merchant_id = ?1",
+                    rusqlite::params![merchant, url, sealed],
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(updated, 1);
+    }
+
+    /// Gives a merchant an API key.
+    pub async fn set_api_key(&self, merchant: &str, key: &str) {
+        let (merchant, hash) = (merchant.to_string(), admin::api_key_hash(key));
+        let updated = self
+            .data
+            .ledger
+            .submit(move |tx| {
+                tx.sql().execute(
+                    "UPDATE merchants SET api_key_hash = ?2 WHERE merchant_id = ?1",
+                    rusqlite::params![merchant, hash],
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(updated, 1);
+    }
+
+    /// Adds a merchant with a terminal and returns the terminal's bundle.
+    pub async fn add_merchant_with_terminal(
+        &self,
+        merchant_id: &str,
+        terminal_id: &str,
+    ) -> EnrollmentBundle {
+        let merchant = MerchantSpec {
+            merchant_id: merchant_id.into(),
+            name: "Second Shop".into(),
+            currency: CNY,
+            max_amount: 1_000_000,
+            webhook_url: None,
+            webhook_secret: None,
+            api_key: None,
+        };
+        let prepared = admin::prepare_enrollment(
+            &self.data.deployment,
+            TerminalSpec {
+                terminal_id: terminal_id.into(),
+                merchant_id: merchant_id.into(),
+                max_amount: 60_000,
+                offline_floor: 0,
+                hosts: vec![],
+            },
+        )
+        .unwrap();
+        let master = self.data.master.clone();
+        self.data
+            .ledger
+            .submit(move |tx| -> Result<EnrollmentBundle, admin::AdminError> {
+                admin::add_merchant(tx, &merchant, &master, 0)?;
+                admin::enroll(tx, prepared, 0)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// A terminal connection with another enrolled terminal's bundle.
+    pub async fn terminal_for(&self, bundle: &EnrollmentBundle) -> TestTerminal {
+        TestTerminal::connect(self.addr(), bundle, self.data.deployment.ktk().expose())
+            .await
+            .unwrap()
+    }
+
+    /// `(event_id, attempts, delivered, last_error)` of every outbox row, in order.
+    pub fn outbox_rows(&self) -> Vec<(String, i64, bool, Option<String>)> {
+        let conn = self.data.reader().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT event_id, attempts, delivered_at IS NOT NULL, last_error FROM outbox ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+}
+
+/// Waits until `check` holds, polling every 10 ms, at most 5 s.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
