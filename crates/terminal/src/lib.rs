@@ -6,13 +6,17 @@
 //! link ([`link`]), DUKPT keys and MACs, the journal ([`journal`]) in which
 //! every reversal is stored before the request it protects leaves.
 //! [`card`] holds the reader trait, the simulated reader's test-card
-//! catalog and the PIN pad.
+//! catalog and the PIN pad. [`receipt`] prints merchant and customer
+//! receipts as text, ESC/POS and e-receipt JSON; [`screen`] serves the
+//! terminal's screen as a web page with a small JSON API.
 
 pub mod card;
 pub mod engine;
 pub mod journal;
 pub mod link;
+pub mod receipt;
 pub mod runtime;
+pub mod screen;
 
 pub use engine::{Outcome, Params, Refusal, TxnKind, TxnRequest};
 pub use runtime::{Status, Terminal, TerminalOptions, TxnResult};

@@ -3,14 +3,16 @@
 //! engine, persists every reversal before the request it protects leaves,
 //! and forwards stored reversals and advices before any new financial message.
 
-use crate::card::{PresentedCard, pin_block};
+use crate::card::{CardReader, PresentedCard, pin_block};
 use crate::engine::{
     self, Exchange, Method, Outcome, Params, Refusal, Reply, ReversalAction, Route, SafAck,
     SafKind, Totals, TxnKind, TxnRequest, saf_ack,
 };
 use crate::journal::{Journal, JournalError, TxnRecord};
 use crate::link::{Link, LinkError};
+use crate::receipt::{Merchant, Receipt, ReceiptCopy};
 use iso8583::dialect::CUP;
+use iso8583::message_set::TxnType;
 use iso8583::text::mask_pan;
 use iso8583::{Field60, Message, Mti};
 use paycrypto::dukpt::aes::{MacDirection, Terminal as Dukpt, mac_key, pin_key};
@@ -134,6 +136,15 @@ impl std::fmt::Debug for Terminal {
     }
 }
 
+/// The journal setting that records how the cardholder of transaction `id`
+/// was verified (absent: no PIN, the merchant copy asks for a signature).
+fn cvm_setting(id: i64) -> String {
+    format!("cvm.{id}")
+}
+
+/// Value of [`cvm_setting`]: a PIN block went to the host.
+const ONLINE_PIN: &str = "online_pin";
+
 fn today_yymm() -> String {
     let now = time::OffsetDateTime::now_utc();
     format!("{:02}{:02}", now.year() % 100, u8::from(now.month()))
@@ -204,6 +215,11 @@ impl Terminal {
     /// The terminal id.
     pub fn terminal_id(&self) -> &str {
         &self.inner.bundle.terminal_id
+    }
+
+    /// The merchant id.
+    pub fn merchant_id(&self) -> &str {
+        &self.inner.bundle.merchant_id
     }
 
     /// Watches the terminal's status.
@@ -541,6 +557,22 @@ impl Terminal {
         false
     }
 
+    /// Runs one transaction with a card from `reader`: shows "Present card"
+    /// while the reader waits, "Enter PIN" when the card asks for one, then
+    /// runs it as [`Terminal::transact`]. The read runs on the caller's task.
+    pub async fn transact_with_reader(
+        &self,
+        req: TxnRequest,
+        reader: &mut dyn CardReader,
+    ) -> Result<TxnResult, JournalError> {
+        self.display("Present card");
+        let presented = reader.read(req.amount);
+        if presented.as_ref().is_ok_and(|p| p.pin.is_some()) {
+            self.display("Enter PIN");
+        }
+        self.transact(req, presented).await
+    }
+
     /// Runs one transaction to a definite end.
     pub async fn transact(
         &self,
@@ -576,10 +608,12 @@ impl Terminal {
             Ok(route) => route,
             Err(refusal) => return self.refuse(&mut state, &req, &masked, refusal),
         };
-        let (mti, pc, cond, txn_type) = match route {
-            Route::Online => req.kind.codes(),
-            Route::Offline => ("0220", "000000", "00", 30),
-        };
+        let codes = match route {
+            Route::Online => req.kind.txn_type(),
+            Route::Offline => TxnType::OfflineSale,
+        }
+        .codes();
+        let (mti, pc, cond, txn_type) = (codes.mti, codes.processing_code, codes.condition_code, codes.type_code);
         let mut request = self.request_message(&state, mti, Some(txn_type), 0, None)?;
         let stan = request.stan().and_then(Result::ok).unwrap_or(0);
         let batch = state.journal.batch()?;
@@ -654,6 +688,11 @@ impl Terminal {
             "sending",
             reversal.as_deref().map(|r| (SafKind::Reversal, r)),
         )?;
+        if presented.pin.is_some() {
+            // The host verifies the PIN block it receives: an approval of this
+            // transaction is PIN-verified, and its receipt needs no signature.
+            state.journal.set_setting(&cvm_setting(id), ONLINE_PIN)?;
+        }
         self.display(if presented.pin.is_some() {
             "PIN entered, processing"
         } else {
@@ -848,6 +887,30 @@ impl Terminal {
             Some(t) => Some((t, state.journal.history(id)?)),
             None => None,
         })
+    }
+
+    /// The `copy` receipt of transaction `id`, with the merchant's name from
+    /// the host's parameters (the merchant id until the first sign-on).
+    pub async fn receipt(
+        &self,
+        id: i64,
+        copy: ReceiptCopy,
+    ) -> Result<Option<Receipt>, JournalError> {
+        let state = self.inner.state.lock().await;
+        let Some(txn) = state.journal.get(id)? else {
+            return Ok(None);
+        };
+        let pin_verified = state.journal.setting(&cvm_setting(id))?.as_deref() == Some(ONLINE_PIN);
+        let merchant = Merchant {
+            name: state
+                .params
+                .as_ref()
+                .map(|p| p.merchant_name.clone())
+                .unwrap_or_else(|| self.inner.bundle.merchant_id.clone()),
+            merchant_id: self.inner.bundle.merchant_id.clone(),
+            terminal_id: self.inner.bundle.terminal_id.clone(),
+        };
+        Ok(Some(Receipt::new(&merchant, &txn, pin_verified, copy)))
     }
 
     /// Whether `method` is enabled by the current parameters.
