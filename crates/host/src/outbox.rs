@@ -363,10 +363,18 @@ pub fn spawn(
     config: OutboxConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, OutboxError> {
-    for (value, name) in [(config.batch, "batch"), (config.concurrency, "concurrency")] {
-        if value == 0 {
-            return Err(OutboxError::Config(name));
-        }
+    // A zero poll interval or backoff would spin the worker (or hammer a
+    // failing receiver); a zero timeout would fail every attempt.
+    let zero = [
+        (config.batch == 0, "batch"),
+        (config.concurrency == 0, "concurrency"),
+        (config.request_timeout.is_zero(), "request_timeout"),
+        (config.poll_interval.is_zero(), "poll_interval"),
+        (config.backoff_base.is_zero(), "backoff_base"),
+        (config.backoff_cap.is_zero(), "backoff_cap"),
+    ];
+    if let Some((_, name)) = zero.into_iter().find(|(is_zero, _)| *is_zero) {
+        return Err(OutboxError::Config(name));
     }
     let store = Store::open(db_path).map_err(|source| OutboxError::Database {
         path: db_path.to_path_buf(),
@@ -560,6 +568,69 @@ mod tests {
         assert_eq!(backoff(11, base, cap, 600_000_000_000), cap);
         assert_eq!(backoff(40, base, cap, 600_000_000_000), cap);
         assert_eq!(backoff(1, base, cap, 0), Duration::ZERO);
+    }
+
+    #[test]
+    fn zero_bounds_are_refused() {
+        let base = OutboxConfig::default();
+        for (broken, name) in [
+            (
+                OutboxConfig {
+                    batch: 0,
+                    ..base.clone()
+                },
+                "batch",
+            ),
+            (
+                OutboxConfig {
+                    concurrency: 0,
+                    ..base.clone()
+                },
+                "concurrency",
+            ),
+            (
+                OutboxConfig {
+                    request_timeout: Duration::ZERO,
+                    ..base.clone()
+                },
+                "request_timeout",
+            ),
+            (
+                OutboxConfig {
+                    poll_interval: Duration::ZERO,
+                    ..base.clone()
+                },
+                "poll_interval",
+            ),
+            (
+                OutboxConfig {
+                    backoff_base: Duration::ZERO,
+                    ..base.clone()
+                },
+                "backoff_base",
+            ),
+            (
+                OutboxConfig {
+                    backoff_cap: Duration::ZERO,
+                    ..base.clone()
+                },
+                "backoff_cap",
+            ),
+        ] {
+            let (_stop, shutdown) = watch::channel(false);
+            let refused = spawn(
+                Path::new("/nonexistent/host.db"),
+                Arc::new(MasterKey::generate()),
+                Arc::new(Metrics::new()),
+                Arc::new(Notify::new()),
+                broken,
+                shutdown,
+            );
+            assert!(
+                matches!(refused, Err(OutboxError::Config(n)) if n == name),
+                "{name}"
+            );
+        }
     }
 
     proptest! {
