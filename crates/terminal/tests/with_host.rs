@@ -390,3 +390,284 @@ async fn offline_approvals_are_forwarded_once_when_the_host_returns() {
     assert_eq!(w.balance("offline_chip"), before - 2_700);
     w.assert_ledger_consistent();
 }
+
+impl World {
+    fn terminal_db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("terminal").join("terminal.db")).unwrap()
+    }
+
+    /// Serves the terminal's screen on a free loopback port; stops when the
+    /// returned sender is dropped.
+    async fn screen(&self) -> (String, tokio::sync::oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let terminal = self.terminal.clone();
+        tokio::spawn(async move {
+            terminal::screen::serve(terminal, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        (base, stop)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_balances_then_uploads_the_batch_when_totals_differ() {
+    let w = World::start().await;
+    let sale = w.pay("approved", TxnKind::Sale, 1_250, None).await;
+    assert_eq!(code(&sale.outcome), "approved");
+    assert_eq!(
+        code(&w.pay("insufficient_funds", TxnKind::Sale, 1_000, None).await.outcome),
+        "51"
+    );
+    let refund = w
+        .pay("approved", TxnKind::Refund, 250, Some((sale.batch, sale.stan)))
+        .await;
+    assert_eq!(code(&refund.outcome), "approved");
+
+    let s = w.terminal.settle().await.unwrap();
+    assert_eq!(
+        (s.batch, s.debit_amount, s.debit_count, s.credit_amount, s.credit_count),
+        (1, 1_250, 1, 250, 1)
+    );
+    assert!(s.balanced);
+    assert_eq!(s.uploaded, 0);
+    assert_eq!(
+        w.host_count(
+            "SELECT count(*) FROM settlements WHERE batch = 1 AND balanced = 1 AND debit_amount = 1250 AND credit_amount = 250 AND closed_at IS NOT NULL"
+        ),
+        1
+    );
+
+    // The next batch: three sales, and the terminal loses its record of
+    // one (a journal restored from an older copy). The host's totals differ.
+    let mut batch2 = Vec::new();
+    for amount in [300, 400, 500] {
+        let r = w.pay("offline_chip", TxnKind::Sale, amount, None).await;
+        assert_eq!(code(&r.outcome), "approved");
+        assert_eq!(r.batch, 2, "settlement opened a new batch");
+        batch2.push(r);
+    }
+    let db = w.terminal_db();
+    for table in ["DELETE FROM txn_history WHERE txn_id = ?1", "DELETE FROM txns WHERE id = ?1"] {
+        db.execute(table, [batch2[1].id]).unwrap();
+    }
+    let s = w.terminal.settle().await.unwrap();
+    assert_eq!((s.batch, s.debit_amount, s.debit_count), (2, 800, 2));
+    assert!(!s.balanced);
+    assert_eq!(s.uploaded, 2, "each transaction the terminal holds is uploaded");
+    assert_eq!(
+        w.host_count(
+            "SELECT count(*) FROM settlements WHERE batch = 2 AND balanced = 0 AND debit_amount = 1200 AND debit_count = 3 AND uploaded = 2 AND closed_at IS NOT NULL"
+        ),
+        1,
+        "the host recorded its own totals, the upload and its end"
+    );
+    // Batch 3 starts empty and balances.
+    let s = w.terminal.settle().await.unwrap();
+    assert_eq!((s.batch, s.debit_count, s.balanced), (3, 0, true));
+    w.assert_ledger_consistent();
+}
+
+/// A reader that notes what the terminal displays while it waits for the card.
+struct WatchingReader {
+    status: tokio::sync::watch::Receiver<terminal::Status>,
+    card: &'static terminal::card::TestCard,
+    displayed: Option<String>,
+}
+
+impl terminal::card::CardReader for WatchingReader {
+    fn read(
+        &mut self,
+        _amount: u64,
+    ) -> Result<terminal::card::PresentedCard, terminal::card::CardError> {
+        self.displayed = Some(self.status.borrow().display.clone());
+        self.card.present()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_asks_for_the_card_then_shows_the_result() {
+    let w = World::start().await;
+    let mut reader = WatchingReader {
+        status: w.terminal.status(),
+        card: test_card_named("approved").unwrap(),
+        displayed: None,
+    };
+    let req = TxnRequest {
+        kind: TxnKind::Sale,
+        amount: 700,
+        method: Method::Card,
+        original: None,
+    };
+    let r = w
+        .terminal
+        .transact_with_reader(req, &mut reader)
+        .await
+        .unwrap();
+    assert_eq!(reader.displayed.as_deref(), Some("Present card"));
+    assert_eq!(code(&r.outcome), "approved");
+    assert_eq!(w.terminal.status().borrow().display, "Approved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screen_page_sells_with_test_cards_and_prints_receipts() {
+    let w = World::start().await;
+    let (base, _stop) = w.screen().await;
+    let http = reqwest::Client::new();
+    let sale = |card: &str, amount: u64| {
+        http.post(format!("{base}/api/sale"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "amount": amount, "card": card }).to_string())
+            .send()
+    };
+
+    // The page shows the terminal and a button for every catalog card.
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'nonce-") && csp.contains("frame-ancestors 'none'"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Corner Shop") && html.contains("T0000001"));
+    for c in CATALOG {
+        assert!(html.contains(&format!("data-card=\"{}\"", c.name)), "{}", c.name);
+        assert!(!html.contains(c.pan), "the page shows no full card number");
+    }
+
+    // A PIN sale: approved, receipt without a signature line.
+    let r: serde_json::Value = sale("approved", 1_250).await.unwrap().json().await.unwrap();
+    assert_eq!(r["state"], "approved");
+    assert_eq!(r["result"], "APPROVED");
+    assert_eq!(r["receipt"]["amount_text"], "12.50");
+    assert_eq!(r["receipt"]["currency"], "CNY");
+    assert_eq!(r["receipt"]["masked_pan"], "620000******0005");
+    let pin_sale = r["id"].as_i64().unwrap();
+    let merchant_copy = |id: i64| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            http.get(format!("{base}/api/receipt/{id}?copy=merchant&format=text"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let text = merchant_copy(pin_sale).await;
+    assert!(text.contains("PIN VERIFIED") && !text.contains("SIGNATURE"), "{text}");
+    assert!(text.contains("MERCHANT COPY"));
+
+    // A contactless sale without PIN: the merchant copy asks for a signature.
+    let r: serde_json::Value = sale("offline_chip", 800).await.unwrap().json().await.unwrap();
+    assert_eq!(r["state"], "approved");
+    let text = merchant_copy(r["id"].as_i64().unwrap()).await;
+    assert!(text.contains("CARDHOLDER SIGNATURE"), "{text}");
+
+    // A decline is a completed request with its reason.
+    let r: serde_json::Value = sale("insufficient_funds", 1_000)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["state"], "declined");
+    assert_eq!(r["result"], "DECLINED: INSUFFICIENT FUNDS");
+    assert_eq!(w.terminal.status().borrow().display, "Declined");
+
+    // Status, list, detail with history and e-receipt, ESC/POS.
+    let s: serde_json::Value = http
+        .get(format!("{base}/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["online"], true);
+    assert_eq!(s["display"], "Declined");
+    assert_eq!(s["pending_saf"], 0);
+    assert_eq!(s["merchant_name"], "Corner Shop");
+    let list: serde_json::Value = http
+        .get(format!("{base}/api/transactions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    let detail: serde_json::Value = http
+        .get(format!("{base}/api/transactions/{pin_sale}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["transaction"]["state"], "approved");
+    let states: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["sending", "approved"]);
+    assert_eq!(detail["receipt"]["copy"], "customer");
+    let escpos = http
+        .get(format!("{base}/api/receipt/{pin_sale}?format=escpos"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(escpos.starts_with(&terminal::receipt::ESC_INIT));
+    assert!(escpos.ends_with(&terminal::receipt::GS_PARTIAL_CUT));
+    let missing = http
+        .get(format!("{base}/api/receipt/999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let unknown = sale("no_such_card", 100).await.unwrap();
+    assert_eq!(unknown.status(), 400);
+
+    // Another site's page can neither sell nor read.
+    let forged = http
+        .post(format!("{base}/api/sale"))
+        .header("content-type", "application/json")
+        .header("origin", "http://evil.example")
+        .body(r#"{"amount":100,"card":"approved"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let form = http
+        .post(format!("{base}/api/sale"))
+        .header("content-type", "text/plain")
+        .body(r#"{"amount":100,"card":"approved"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
+    let rebound = http
+        .get(format!("{base}/api/transactions"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    assert_eq!(
+        w.terminal.history(10).await.unwrap().len(),
+        3,
+        "refused requests ran nothing"
+    );
+}
