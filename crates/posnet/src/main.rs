@@ -4,6 +4,7 @@
 mod crypto_cmd;
 mod host_cmd;
 mod iso8583_cmd;
+mod terminal_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     Ca(host_cmd::CaArgs),
     /// The payment host: run it, enroll terminals, manage accounts.
     Host(host_cmd::HostArgs),
+    /// The POS terminal: run it with its screen page, pay, settle, receipts.
+    Terminal(terminal_cmd::TerminalArgs),
     /// Payment cryptography calculator: DUKPT, PIN blocks, MACs, TR-31, KCVs, nexo.
     Crypto(crypto_cmd::CryptoArgs),
 }
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Host(args) => host_cmd::run_host(args),
         Command::Iso8583(args) => iso8583_cmd::run(args),
         Command::Crypto(args) => crypto_cmd::run(args),
+        Command::Terminal(args) => terminal_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
