@@ -6,6 +6,7 @@ use crate::issuer::{account_id, funding_account};
 use crate::routing::Forwarded;
 use crate::time::Now;
 use iso8583::dialect::CUP;
+use iso8583::message_set::TxnType;
 use iso8583::{Field60, Message};
 use ledger::{
     Currency, LedgerRead, LedgerTx, SqliteTx, TransferId, TransferRejection, TransferRequest,
@@ -68,24 +69,28 @@ impl Kind {
         let code = f60.as_ref().and_then(|f| f.network_code);
         let pc = msg.processing_code().unwrap_or("");
         use Kind::*;
-        Some(match (mti, pc, txn, code) {
-            ("0800", _, _, Some(1 | 3)) => SignOn,
-            ("0800", _, _, Some(360)) => ParameterDownload,
-            ("0820", _, _, Some(2)) => SignOff,
-            ("0820", _, _, Some(301)) => Echo,
-            ("0200", "310000", Some(1), _) => Balance,
-            ("0200", "000000", Some(22), _) => Sale,
-            ("0200", "200000", Some(23), _) => Void,
-            ("0220", "200000", Some(25), _) => Refund,
-            ("0100", "030000", Some(10), _) => PreAuth,
-            ("0100", "200000", Some(11), _) => PreAuthCancel,
-            ("0200", "000000", Some(20), _) => Completion,
-            ("0200", "200000", Some(21), _) => CompletionVoid,
-            ("0220", "000000", Some(30), _) => OfflineAdvice,
-            ("0400", _, Some(_), _) => Reversal,
-            ("0500", _, _, Some(201)) => Settlement,
-            ("0320", _, _, Some(201)) => BatchUpload,
-            ("0320", _, _, Some(202)) => BatchUploadEnd,
+        if let Some(t) = txn.and_then(|t| TxnType::classify(mti, pc, t)) {
+            return Some(match t {
+                TxnType::Balance => Balance,
+                TxnType::Sale => Sale,
+                TxnType::Void => Void,
+                TxnType::Refund => Refund,
+                TxnType::PreAuth => PreAuth,
+                TxnType::PreAuthCancel => PreAuthCancel,
+                TxnType::Completion => Completion,
+                TxnType::CompletionVoid => CompletionVoid,
+                TxnType::OfflineSale => OfflineAdvice,
+            });
+        }
+        Some(match (mti, txn, code) {
+            ("0800", _, Some(1 | 3)) => SignOn,
+            ("0800", _, Some(360)) => ParameterDownload,
+            ("0820", _, Some(2)) => SignOff,
+            ("0820", _, Some(301)) => Echo,
+            ("0400", Some(_), _) => Reversal,
+            ("0500", _, Some(201)) => Settlement,
+            ("0320", _, Some(201)) => BatchUpload,
+            ("0320", _, Some(202)) => BatchUploadEnd,
             _ => return None,
         })
     }

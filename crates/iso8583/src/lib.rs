@@ -26,6 +26,7 @@ pub mod error;
 pub mod field60;
 pub mod frame;
 pub mod message;
+pub mod message_set;
 pub mod params;
 pub mod spec;
 pub mod text;

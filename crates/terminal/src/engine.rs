@@ -3,6 +3,7 @@
 //! messages, so every path — including every timeout — is tested
 //! deterministically. The runtime performs what the engine decides.
 
+use iso8583::message_set::TxnType;
 use iso8583::params as tag;
 use iso8583::{Message, tlv};
 use std::fmt;
@@ -99,16 +100,16 @@ pub enum TxnKind {
 }
 
 impl TxnKind {
-    /// (MTI, processing code, field 25, 60.1) as docs/iso8583-dialect.md lists them.
-    pub fn codes(self) -> (&'static str, &'static str, &'static str, u8) {
+    /// Its entry in the dialect's message set (MTI, 3, 25, 60.1).
+    pub fn txn_type(self) -> TxnType {
         match self {
-            TxnKind::Sale => ("0200", "000000", "00", 22),
-            TxnKind::Void => ("0200", "200000", "00", 23),
-            TxnKind::Refund => ("0220", "200000", "00", 25),
-            TxnKind::PreAuth => ("0100", "030000", "06", 10),
-            TxnKind::PreAuthCancel => ("0100", "200000", "06", 11),
-            TxnKind::Completion => ("0200", "000000", "06", 20),
-            TxnKind::Balance => ("0200", "310000", "00", 1),
+            TxnKind::Sale => TxnType::Sale,
+            TxnKind::Void => TxnType::Void,
+            TxnKind::Refund => TxnType::Refund,
+            TxnKind::PreAuth => TxnType::PreAuth,
+            TxnKind::PreAuthCancel => TxnType::PreAuthCancel,
+            TxnKind::Completion => TxnType::Completion,
+            TxnKind::Balance => TxnType::Balance,
         }
     }
 
