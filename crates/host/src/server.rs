@@ -9,6 +9,7 @@ use iso8583::FrameLayout;
 use iso8583::frame::{FrameCodec, OwnedFrame};
 use pki::PeerTerminal;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -137,7 +138,7 @@ async fn connection(
         let tx = tx.clone();
         let terminal = terminal.clone();
         let in_flight = processor.metrics().request_started();
-        tokio::spawn(async move {
+        let mut request = Box::pin(async move {
             let _permit = permit;
             let _in_flight = in_flight;
             let reply = match processor.process(&terminal, &frame.message).await {
@@ -153,6 +154,17 @@ async fn connection(
             };
             let _ = tx.send(reply).await;
         });
+        // Decoding, the MAC check and the hand-over to the group commit run
+        // here, before the next frame is read, so a terminal's requests reach
+        // the committer in the order it sent them: pipelined requests keep
+        // their KSN counters rising (a counter below the last is refused as a
+        // replay) and a reversal sent right behind its original finds it.
+        // Only while the commit queue is full can a later request overtake
+        // one waiting for room. The rest, waiting for the commit, runs apart.
+        let first = std::future::poll_fn(|cx| Poll::Ready(request.as_mut().poll(cx))).await;
+        if first.is_pending() {
+            tokio::spawn(request);
+        }
     }
     // Answer everything in flight before closing.
     let _ = in_flight.acquire_many(limits.max_in_flight as u32).await;
