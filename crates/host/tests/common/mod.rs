@@ -1,19 +1,16 @@
 //! A host on loopback with a merchant, test cards and an enrolled terminal,
-//! and a test terminal built on the codec and paycrypto that speaks to it
-//! over mutual TLS.
+//! and a test terminal that speaks to it over mutual TLS, building its
+//! requests with the load generator's simulated terminal.
 #![allow(dead_code, missing_docs)]
 
 use futures_util::{SinkExt, StreamExt};
 use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
 use host::runtime::{HostData, RunningHost, ServeOptions, start};
 use host::server::Limits;
-use iso8583::dialect::CUP;
 use iso8583::frame::{FrameCodec, OwnedFrame};
-use iso8583::{Field60, FrameLayout, Message, Mti, Tpdu};
+use iso8583::{FrameLayout, Message, Mti, Tpdu};
 use ledger::{GroupCommitConfig, LedgerRead};
-use paycrypto::dukpt::aes::{MacDirection, Terminal, mac_key, pin_key};
-use paycrypto::pinblock::{Format, Pan, Pin, encipher, encode};
-use paycrypto::{Kbpk, KeyAlgorithm, MacKey};
+use loadgen::{Card, Sealed, SimTerminal};
 use pki::{EnrollmentBundle, InitOptions, MasterKey};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
@@ -162,18 +159,27 @@ impl Harness {
     }
 }
 
+/// A test terminal: a raw framed TLS stream (to send anything, malformed
+/// included) and the load generator's simulated terminal for its requests,
+/// keys and MACs.
 pub struct TestTerminal {
     pub framed: Framed<tokio_rustls::client::TlsStream<TcpStream>, FrameCodec>,
-    pub dukpt: Terminal,
-    pub terminal_id: String,
-    pub batch: u32,
-    pub stan: u32,
+    pub sim: SimTerminal,
 }
 
-pub struct Sent {
-    pub request: Message,
-    pub wire: Vec<u8>,
-    pub response_key: Option<MacKey>,
+pub type Sent = Sealed;
+
+impl std::ops::Deref for TestTerminal {
+    type Target = SimTerminal;
+    fn deref(&self) -> &SimTerminal {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for TestTerminal {
+    fn deref_mut(&mut self) -> &mut SimTerminal {
+        &mut self.sim
+    }
 }
 
 impl TestTerminal {
@@ -182,31 +188,14 @@ impl TestTerminal {
         bundle: &EnrollmentBundle,
         ktk: &[u8],
     ) -> std::io::Result<Self> {
-        let config = pki::tls::client_config(
-            &bundle.ca_cert_pem,
-            &bundle.cert_pem,
-            bundle.key_pem.as_bytes(),
-        )
-        .unwrap();
+        let config = loadgen::tls_config(bundle).unwrap();
         let tcp = TcpStream::connect(addr).await?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await?;
-        let kbpk = Kbpk::new(KeyAlgorithm::Aes256, ktk).unwrap();
-        let ik = paycrypto::tr31::unwrap(&kbpk, &bundle.initial_key_block)
-            .unwrap()
-            .initial_key()
-            .unwrap();
-        let ikid: [u8; 8] = hex::decode(&bundle.initial_key_id)
-            .unwrap()
-            .try_into()
-            .unwrap();
         Ok(TestTerminal {
             framed: Framed::new(tls, FrameCodec::new(FrameLayout::CUP)),
-            dukpt: Terminal::load(ik, ikid).unwrap(),
-            terminal_id: bundle.terminal_id.clone(),
-            batch: 1,
-            stan: 0,
+            sim: SimTerminal::from_bundle(bundle, ktk).unwrap(),
         })
     }
 
@@ -218,68 +207,33 @@ impl TestTerminal {
         network_code: Option<u16>,
         fields: &[(u8, &str)],
     ) -> Message {
-        self.stan += 1;
-        let mut m = Message::new(Mti::new(mti).unwrap());
-        m.set_stan(self.stan).unwrap();
-        m.set(41, self.terminal_id.as_str()).set(42, MERCHANT);
-        let f60 = Field60 {
-            transaction_type: txn_type,
-            batch: self.batch,
-            network_code: Some(network_code.unwrap_or(0)),
-            rest: String::new(),
-        };
-        m.set(60, f60.to_text().unwrap());
-        for (f, v) in fields {
-            m.set(*f, *v);
-        }
-        m
+        self.sim
+            .request(Mti::new(mti).unwrap(), txn_type, network_code, fields)
     }
 
+    /// A sale; a PIN rides in field 52 in clear until [`TestTerminal::seal`]
+    /// enciphers it.
     pub fn sale(&mut self, pan: &str, amount: u64, pin: Option<&str>) -> Message {
-        let mut m = self.request(
-            "0200",
-            22,
-            None,
-            &[
-                (2, pan),
-                (3, "000000"),
-                (22, "021"),
-                (25, "00"),
-                (49, "156"),
-            ],
-        );
-        m.set_amount(amount).unwrap();
+        let card = Card {
+            pan: pan.into(),
+            expiry: None,
+            pin: None,
+        };
+        let mut m = self.sim.sale(&card, amount, CNY).unwrap();
         if let Some(pin) = pin {
-            m.set(52, pin.as_bytes()); // placeholder, enciphered at send time
+            m.set(52, pin.as_bytes());
             m.set(26, "12");
         }
         m
     }
 
-    /// Adds KSN and MAC (and enciphers field 52 as a PIN) then encodes.
+    /// Adds KSN and MAC (and enciphers a clear PIN in field 52) then encodes.
     pub fn seal(&mut self, mut m: Message) -> Sent {
-        let (ksn, tk) = self.dukpt.next_transaction().unwrap();
-        let gen_key = mac_key(&tk, &ksn, MacDirection::Generate, KeyAlgorithm::Aes128).unwrap();
-        let verify_key = mac_key(&tk, &ksn, MacDirection::Verify, KeyAlgorithm::Aes128).unwrap();
-        if let Some(pin) = m.get_str(52).map(str::to_string) {
-            let pk = pin_key(&tk, &ksn, KeyAlgorithm::Aes128).unwrap();
-            let pan = Pan::new(m.pan().unwrap()).unwrap();
-            let clear = encode(Format::Iso4, &Pin::new(&pin).unwrap(), Some(&pan)).unwrap();
-            m.set(52, encipher(&pk, Format::Iso4, &clear, Some(&pan)).unwrap());
+        let pin = m.get_str(52).map(str::to_string);
+        if pin.is_some() {
+            m.remove(52);
         }
-        m.set(62, ksn.as_bytes());
-        let wire = CUP
-            .encode_with_mac(&m, |scope| {
-                paycrypto::mac::generate(&gen_key, paycrypto::mac::Algorithm::Cmac, scope).unwrap()
-                    [..8]
-                    .to_vec()
-            })
-            .unwrap();
-        Sent {
-            request: m,
-            wire,
-            response_key: Some(verify_key),
-        }
+        self.sim.seal(m, pin.as_deref()).unwrap()
     }
 
     pub async fn send_wire(&mut self, wire: &[u8]) -> Option<Vec<u8>> {
@@ -312,17 +266,7 @@ impl TestTerminal {
     /// Sends a sealed request; checks the response MAC when one is expected.
     pub async fn exchange(&mut self, sent: &Sent) -> Message {
         let wire = self.send_wire(&sent.wire).await.expect("a response");
-        let (response, scope) = CUP.decode_with_mac_scope(&wire).unwrap();
-        if let (Some(key), Some(scope)) = (&sent.response_key, scope) {
-            paycrypto::mac::verify(
-                key,
-                paycrypto::mac::Algorithm::Cmac,
-                scope,
-                response.get(64).unwrap(),
-            )
-            .expect("response MAC verifies");
-        }
-        response
+        loadgen::open_response(&wire, sent.response_key.as_ref()).expect("response MAC verifies")
     }
 
     pub async fn send(&mut self, m: Message) -> Message {
@@ -332,9 +276,8 @@ impl TestTerminal {
 
     /// Sends without KSN and MAC (network management).
     pub async fn send_plain(&mut self, m: Message) -> Message {
-        let wire = CUP.encode(&m).unwrap();
-        CUP.decode(&self.send_wire(&wire).await.expect("a response"))
-            .unwrap()
+        let sent = self.sim.plain(m).unwrap();
+        self.exchange(&sent).await
     }
 }
 
