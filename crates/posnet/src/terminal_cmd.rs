@@ -43,11 +43,19 @@ enum TerminalCommand {
         #[arg(long, env = "POSNET_TERMINAL_TRANSPORT_KEY_FILE")]
         transport_key_file: PathBuf,
         /// Journal directory.
-        #[arg(long, env = "POSNET_TERMINAL_DATA_DIR", default_value = "posnet-data/terminal")]
+        #[arg(
+            long,
+            env = "POSNET_TERMINAL_DATA_DIR",
+            default_value = "posnet-data/terminal"
+        )]
         data_dir: PathBuf,
         /// Address of the screen page and local API (loopback unless you
         /// mean to expose it).
-        #[arg(long, env = "POSNET_TERMINAL_SCREEN_LISTEN", default_value = "127.0.0.1:8480")]
+        #[arg(
+            long,
+            env = "POSNET_TERMINAL_SCREEN_LISTEN",
+            default_value = "127.0.0.1:8480"
+        )]
         screen_listen: SocketAddr,
         /// Seconds to wait for the host's answer before reversing.
         #[arg(long, default_value_t = 15)]

@@ -172,7 +172,14 @@ fn offline_sales_survive_kill_9_and_reach_the_host_once() {
 
     run(&["ca", "init", "--dir", "deployment"], dir);
     run(
-        &["host", "--config", "host.toml", "accounts", "import", "seed.toml"],
+        &[
+            "host",
+            "--config",
+            "host.toml",
+            "accounts",
+            "import",
+            "seed.toml",
+        ],
         dir,
     );
     run(
@@ -267,7 +274,10 @@ fn offline_sales_survive_kill_9_and_reach_the_host_once() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(
-        history.iter().map(|t| t["id"].as_i64().unwrap()).collect::<Vec<_>>(),
+        history
+            .iter()
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
         [ids[1], ids[0]],
         "newest first"
     );
@@ -317,7 +327,11 @@ fn offline_sales_survive_kill_9_and_reach_the_host_once() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(rows, [(1_200, 1), (1_500, 1)], "each offline sale exactly once");
+    assert_eq!(
+        rows,
+        [(1_200, 1), (1_500, 1)],
+        "each offline sale exactly once"
+    );
     let others: i64 = conn
         .query_row(
             "SELECT count(*) FROM journal WHERE kind = 'sale'",

@@ -127,7 +127,12 @@ impl Receipt {
     /// The `copy` receipt of `txn`. `pin_verified` says whether the
     /// cardholder entered a PIN; if not, the merchant copy of an approved
     /// payment gets a signature line.
-    pub fn new(merchant: &Merchant, txn: &TxnRecord, pin_verified: bool, copy: ReceiptCopy) -> Self {
+    pub fn new(
+        merchant: &Merchant,
+        txn: &TxnRecord,
+        pin_verified: bool,
+        copy: ReceiptCopy,
+    ) -> Self {
         let kind = TxnKind::from_name(&txn.kind);
         let masked_pan = mask(&txn.masked_pan);
         let (currency, amount_text) = money(txn.amount, txn.currency);
@@ -585,7 +590,11 @@ X_______________________________________
         assert_eq!(money(1_250, 392), ("JPY".into(), "1250".into()));
         assert_eq!(money(1_250, 48), ("BHD".into(), "1.250".into()));
         assert_eq!(money(1_250, 0), ("000".into(), "12.50".into()));
-        assert_eq!(money(1_250, 999), ("XXX".into(), "1250".into()), "no currency");
+        assert_eq!(
+            money(1_250, 999),
+            ("XXX".into(), "1250".into()),
+            "no currency"
+        );
         assert_eq!(money(0, 156), ("CNY".into(), "0.00".into()));
     }
 
@@ -658,7 +667,10 @@ X_______________________________________
         assert_eq!(v["amount_text"], "12.50");
         assert_eq!(v["result"], "APPROVED");
         assert_eq!(v["masked_pan"], "620000******0005");
-        assert_eq!(v["lines"].as_array().unwrap().len(), r.text().lines().count());
+        assert_eq!(
+            v["lines"].as_array().unwrap().len(),
+            r.text().lines().count()
+        );
     }
 
     #[test]

@@ -613,7 +613,12 @@ impl Terminal {
             Route::Offline => TxnType::OfflineSale,
         }
         .codes();
-        let (mti, pc, cond, txn_type) = (codes.mti, codes.processing_code, codes.condition_code, codes.type_code);
+        let (mti, pc, cond, txn_type) = (
+            codes.mti,
+            codes.processing_code,
+            codes.condition_code,
+            codes.type_code,
+        );
         let mut request = self.request_message(&state, mti, Some(txn_type), 0, None)?;
         let stan = request.stan().and_then(Result::ok).unwrap_or(0);
         let batch = state.journal.batch()?;

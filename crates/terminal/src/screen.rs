@@ -186,10 +186,7 @@ fn check(hosts: &Hosts, method: &HttpMethod, headers: &HeaderMap) -> Result<(), 
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let own = format!("http://{host}");
-        if !origin
-            .to_str()
-            .is_ok_and(|o| o.eq_ignore_ascii_case(&own))
-        {
+        if !origin.to_str().is_ok_and(|o| o.eq_ignore_ascii_case(&own)) {
             return Err(ScreenError::Forbidden(
                 "cross-origin requests are refused".into(),
             ));
@@ -224,9 +221,7 @@ pub struct ScreenStatus {
 async fn current_status(terminal: &Terminal) -> ScreenStatus {
     let s = terminal.status().borrow().clone();
     let params = terminal.params().await;
-    let currency = params
-        .as_ref()
-        .map(|p| receipt::currency_code(p.currency));
+    let currency = params.as_ref().map(|p| receipt::currency_code(p.currency));
     ScreenStatus {
         terminal_id: terminal.terminal_id().to_string(),
         merchant_id: terminal.merchant_id().to_string(),
@@ -307,7 +302,11 @@ async fn sale(
     reader.choose(&req.card).map_err(|e| match e {
         CardError::Unreadable(why) => ScreenError::BadRequest(format!(
             "{why}; the catalog has {}",
-            CATALOG.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+            CATALOG
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
         other => ScreenError::BadRequest(other.to_string()),
     })?;
@@ -355,9 +354,8 @@ async fn receipt(
     Query(q): Query<ReceiptQuery>,
 ) -> Result<Response, ScreenError> {
     let copy_name = q.copy.as_deref().unwrap_or("customer");
-    let copy = ReceiptCopy::from_name(copy_name).ok_or_else(|| {
-        ScreenError::BadRequest("copy must be customer or merchant".into())
-    })?;
+    let copy = ReceiptCopy::from_name(copy_name)
+        .ok_or_else(|| ScreenError::BadRequest("copy must be customer or merchant".into()))?;
     let receipt = app
         .terminal
         .receipt(id, copy)
@@ -441,8 +439,8 @@ fn rows(txns: &[TxnRecord]) -> String {
 }
 
 fn time_of_day(unix: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
 }
 
@@ -472,7 +470,10 @@ async fn page(State(app): State<App>) -> Result<Response, ScreenError> {
             pan = esc(&receipt::mask(c.pan)),
         );
     }
-    let title = s.merchant_name.clone().unwrap_or_else(|| s.merchant_id.clone());
+    let title = s
+        .merchant_name
+        .clone()
+        .unwrap_or_else(|| s.merchant_id.clone());
     let currency = s.currency.clone().unwrap_or_default();
     let html = format!(
         r##"<!doctype html>
@@ -595,10 +596,7 @@ setInterval(refresh, 1000);
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -621,8 +619,14 @@ mod tests {
         assert!(get("127.0.0.1:8480").is_ok());
         assert!(get("localhost:8480").is_ok());
         assert!(get("LOCALHOST:8480").is_ok());
-        assert!(matches!(get("evil.example:8480"), Err(ScreenError::Forbidden(_))));
-        assert!(matches!(get("127.0.0.1:9999"), Err(ScreenError::Forbidden(_))));
+        assert!(matches!(
+            get("evil.example:8480"),
+            Err(ScreenError::Forbidden(_))
+        ));
+        assert!(matches!(
+            get("127.0.0.1:9999"),
+            Err(ScreenError::Forbidden(_))
+        ));
         assert!(matches!(
             check(&hosts, &HttpMethod::GET, &HeaderMap::new()),
             Err(ScreenError::Forbidden(_))
@@ -640,30 +644,62 @@ mod tests {
         };
         let host = (header::HOST, "127.0.0.1:8480");
         let json = (header::CONTENT_TYPE, "application/json");
-        assert!(post(&[host.clone(), json.clone()]).is_ok(), "no Origin: a command-line client");
         assert!(
-            post(&[host.clone(), (header::CONTENT_TYPE, "application/json; charset=utf-8")]).is_ok()
+            post(&[host.clone(), json.clone()]).is_ok(),
+            "no Origin: a command-line client"
         );
-        assert!(post(&[host.clone(), json.clone(), (header::ORIGIN, "http://127.0.0.1:8480")]).is_ok());
+        assert!(
+            post(&[
+                host.clone(),
+                (header::CONTENT_TYPE, "application/json; charset=utf-8")
+            ])
+            .is_ok()
+        );
+        assert!(
+            post(&[
+                host.clone(),
+                json.clone(),
+                (header::ORIGIN, "http://127.0.0.1:8480")
+            ])
+            .is_ok()
+        );
         assert!(matches!(
-            post(&[host.clone(), json.clone(), (header::ORIGIN, "http://evil.example")]),
+            post(&[
+                host.clone(),
+                json.clone(),
+                (header::ORIGIN, "http://evil.example")
+            ]),
             Err(ScreenError::Forbidden(_))
         ));
         assert!(matches!(
             post(&[host.clone(), json.clone(), (header::ORIGIN, "null")]),
             Err(ScreenError::Forbidden(_))
         ));
-        assert!(matches!(
-            post(&[host.clone(), json.clone(), (header::ORIGIN, "http://localhost:8480")]),
-            Err(ScreenError::Forbidden(_))
-        ), "the origin must be the host the request was sent to");
-        for simple in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"] {
+        assert!(
+            matches!(
+                post(&[
+                    host.clone(),
+                    json.clone(),
+                    (header::ORIGIN, "http://localhost:8480")
+                ]),
+                Err(ScreenError::Forbidden(_))
+            ),
+            "the origin must be the host the request was sent to"
+        );
+        for simple in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ] {
             assert!(matches!(
                 post(&[host.clone(), (header::CONTENT_TYPE, simple)]),
                 Err(ScreenError::NotJson)
             ));
         }
-        assert!(matches!(post(&[host.clone()]), Err(ScreenError::NotJson)));
+        assert!(matches!(
+            post(std::slice::from_ref(&host)),
+            Err(ScreenError::NotJson)
+        ));
     }
 
     #[test]

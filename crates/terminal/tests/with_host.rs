@@ -420,17 +420,32 @@ async fn settlement_balances_then_uploads_the_batch_when_totals_differ() {
     let sale = w.pay("approved", TxnKind::Sale, 1_250, None).await;
     assert_eq!(code(&sale.outcome), "approved");
     assert_eq!(
-        code(&w.pay("insufficient_funds", TxnKind::Sale, 1_000, None).await.outcome),
+        code(
+            &w.pay("insufficient_funds", TxnKind::Sale, 1_000, None)
+                .await
+                .outcome
+        ),
         "51"
     );
     let refund = w
-        .pay("approved", TxnKind::Refund, 250, Some((sale.batch, sale.stan)))
+        .pay(
+            "approved",
+            TxnKind::Refund,
+            250,
+            Some((sale.batch, sale.stan)),
+        )
         .await;
     assert_eq!(code(&refund.outcome), "approved");
 
     let s = w.terminal.settle().await.unwrap();
     assert_eq!(
-        (s.batch, s.debit_amount, s.debit_count, s.credit_amount, s.credit_count),
+        (
+            s.batch,
+            s.debit_amount,
+            s.debit_count,
+            s.credit_amount,
+            s.credit_count
+        ),
         (1, 1_250, 1, 250, 1)
     );
     assert!(s.balanced);
@@ -452,13 +467,19 @@ async fn settlement_balances_then_uploads_the_batch_when_totals_differ() {
         batch2.push(r);
     }
     let db = w.terminal_db();
-    for table in ["DELETE FROM txn_history WHERE txn_id = ?1", "DELETE FROM txns WHERE id = ?1"] {
+    for table in [
+        "DELETE FROM txn_history WHERE txn_id = ?1",
+        "DELETE FROM txns WHERE id = ?1",
+    ] {
         db.execute(table, [batch2[1].id]).unwrap();
     }
     let s = w.terminal.settle().await.unwrap();
     assert_eq!((s.batch, s.debit_amount, s.debit_count), (2, 800, 2));
     assert!(!s.balanced);
-    assert_eq!(s.uploaded, 2, "each transaction the terminal holds is uploaded");
+    assert_eq!(
+        s.uploaded, 2,
+        "each transaction the terminal holds is uploaded"
+    );
     assert_eq!(
         w.host_count(
             "SELECT count(*) FROM settlements WHERE batch = 2 AND balanced = 0 AND debit_amount = 1200 AND debit_count = 3 AND uploaded = 2 AND closed_at IS NOT NULL"
@@ -536,7 +557,11 @@ async fn screen_page_sells_with_test_cards_and_prints_receipts() {
     let html = page.text().await.unwrap();
     assert!(html.contains("Corner Shop") && html.contains("T0000001"));
     for c in CATALOG {
-        assert!(html.contains(&format!("data-card=\"{}\"", c.name)), "{}", c.name);
+        assert!(
+            html.contains(&format!("data-card=\"{}\"", c.name)),
+            "{}",
+            c.name
+        );
         assert!(!html.contains(c.pan), "the page shows no full card number");
     }
 
@@ -562,11 +587,19 @@ async fn screen_page_sells_with_test_cards_and_prints_receipts() {
         }
     };
     let text = merchant_copy(pin_sale).await;
-    assert!(text.contains("PIN VERIFIED") && !text.contains("SIGNATURE"), "{text}");
+    assert!(
+        text.contains("PIN VERIFIED") && !text.contains("SIGNATURE"),
+        "{text}"
+    );
     assert!(text.contains("MERCHANT COPY"));
 
     // A contactless sale without PIN: the merchant copy asks for a signature.
-    let r: serde_json::Value = sale("offline_chip", 800).await.unwrap().json().await.unwrap();
+    let r: serde_json::Value = sale("offline_chip", 800)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["state"], "approved");
     let text = merchant_copy(r["id"].as_i64().unwrap()).await;
     assert!(text.contains("CARDHOLDER SIGNATURE"), "{text}");
