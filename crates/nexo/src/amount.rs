@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AmountError {
     /// The JSON value is not a number.
-    #[error("amount {0:?} is not a JSON number")]
+    #[error("amount {0} is not a JSON number")]
     NotANumber(String),
     /// The number is negative; nexo amounts never are.
     #[error("amount {0} is negative")]
