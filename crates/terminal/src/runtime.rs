@@ -72,6 +72,10 @@ pub struct Status {
     pub pending_saf: usize,
     /// What the screen shows.
     pub display: String,
+    /// The merchant's name from the host's parameters.
+    pub merchant_name: Option<String>,
+    /// The terminal's ISO 4217 numeric currency from the parameters.
+    pub currency: Option<u16>,
 }
 
 /// The result of a transaction, for the cashier, the phone and receipts.
@@ -193,6 +197,8 @@ impl Terminal {
             host: None,
             pending_saf,
             display: "Offline".into(),
+            merchant_name: params.as_ref().map(|p| p.merchant_name.clone()),
+            currency: params.as_ref().map(|p| p.currency),
         });
         let state = State {
             journal,
@@ -242,10 +248,15 @@ impl Terminal {
         let online = state.link.as_ref().is_some_and(|l| !l.is_closed());
         let host = state.link.as_ref().map(|l| l.address.clone());
         let pending = state.journal.saf_items().map(|i| i.len()).unwrap_or(0);
+        let params = state.params.as_ref();
+        let merchant_name = params.map(|p| p.merchant_name.clone());
+        let currency = params.map(|p| p.currency);
         self.inner.status.send_modify(|s| {
             s.online = online;
             s.host = host;
             s.pending_saf = pending;
+            s.merchant_name = merchant_name;
+            s.currency = currency;
         });
     }
 

@@ -218,14 +218,15 @@ pub struct ScreenStatus {
     pub display: String,
 }
 
-async fn current_status(terminal: &Terminal) -> ScreenStatus {
+/// The status without waiting for the terminal's lock, which a payment
+/// holds while it waits for the host: the page shows progress meanwhile.
+fn current_status(terminal: &Terminal) -> ScreenStatus {
     let s = terminal.status().borrow().clone();
-    let params = terminal.params().await;
-    let currency = params.as_ref().map(|p| receipt::currency_code(p.currency));
+    let currency = s.currency.map(receipt::currency_code);
     ScreenStatus {
         terminal_id: terminal.terminal_id().to_string(),
         merchant_id: terminal.merchant_id().to_string(),
-        merchant_name: params.map(|p| p.merchant_name),
+        merchant_name: s.merchant_name,
         decimals: currency.as_ref().map(|c| c.1),
         currency: currency.map(|c| c.0),
         online: s.online,
@@ -236,7 +237,7 @@ async fn current_status(terminal: &Terminal) -> ScreenStatus {
 }
 
 async fn status(State(app): State<App>) -> axum::Json<ScreenStatus> {
-    axum::Json(current_status(&app.terminal).await)
+    axum::Json(current_status(&app.terminal))
 }
 
 #[derive(Deserialize)]
@@ -457,7 +458,7 @@ fn nonce() -> String {
 }
 
 async fn page(State(app): State<App>) -> Result<Response, ScreenError> {
-    let s = current_status(&app.terminal).await;
+    let s = current_status(&app.terminal);
     let txns = app.terminal.history(DEFAULT_LIMIT).await?;
     let nonce = nonce();
     let mut cards = String::new();
@@ -528,7 +529,24 @@ function minorUnits(text) {{
   const n = Number(m[1] + frac);
   return Number.isSafeInteger(n) ? n : null;
 }}
+// Status and rows are fetched apart: the rows wait while a payment runs,
+// the status never does.
+let statusBusy = false;
+let rowsBusy = false;
+async function refreshRows() {{
+  if (rowsBusy) return;
+  rowsBusy = true;
+  try {{
+    $("txns").innerHTML = await (await fetch("/fragments/transactions")).text();
+  }} catch (e) {{
+    last = "";
+  }} finally {{
+    rowsBusy = false;
+  }}
+}}
 async function refresh() {{
+  if (statusBusy) return;
+  statusBusy = true;
   try {{
     const s = await (await fetch("/api/status")).json();
     $("display").textContent = s.display;
@@ -539,10 +557,12 @@ async function refresh() {{
     const key = JSON.stringify(s);
     if (key !== last) {{
       last = key;
-      $("txns").innerHTML = await (await fetch("/fragments/transactions")).text();
+      refreshRows();
     }}
   }} catch (e) {{
     $("online").textContent = "Screen disconnected";
+  }} finally {{
+    statusBusy = false;
   }}
 }}
 async function pay(card) {{
