@@ -153,6 +153,11 @@ pub fn audit(
         seen.insert(k);
         match &r.outcome {
             Outcome::Unresolved => report.problem(format!("{what}: never settled")),
+            Outcome::Lost => {
+                if let Some(row) = row.filter(|row| row.transfer) {
+                    report.problem(format!("{what}: lost, but moved money: {row:?}"));
+                }
+            }
             Outcome::Answered { code, rrn } if code == "00" => {
                 let Some(row) = row else {
                     report.problem(format!("{what}: approved, not in the journal"));

@@ -301,6 +301,9 @@ pub enum Outcome {
         /// Field 39 of the reversal's answer.
         code: String,
     },
+    /// A balance inquiry whose answer was lost: nothing to settle, it moves
+    /// no money.
+    Lost,
     /// Still unknown when the run ended.
     Unresolved,
 }
@@ -826,7 +829,10 @@ impl Worker {
             Answer::Unknown => {
                 self.unknowns += 1;
                 let settle = match slot.op {
-                    Op::Balance => None,
+                    Op::Balance => {
+                        self.set_outcome(slot.record, Outcome::Lost);
+                        None
+                    }
                     Op::Sale => Some(Settle {
                         kind: "unknown_reversal",
                         record: slot.record,

@@ -89,7 +89,7 @@ async fn a_mixed_run_agrees_with_the_books() {
     running.stop().await;
     data.ledger.shutdown().await;
 
-    let audit = audit(
+    let books = audit(
         &dir.path().join("host").join(host::runtime::DB_FILE),
         &report.records,
         &fleet.cards,
@@ -97,9 +97,50 @@ async fn a_mixed_run_agrees_with_the_books() {
         &data.issuer,
     )
     .unwrap();
-    assert!(audit.is_clean(), "{:#?}", audit.problems);
-    assert_eq!((audit.records, audit.cards), (180, 4));
-    assert_eq!(audit.journal_rows, 180);
+    assert!(books.is_clean(), "{:#?}", books.problems);
+    assert_eq!((books.records, books.cards), (180, 4));
+    assert_eq!(books.journal_rows, 180);
+
+    // The audit sees books that disagree: a lost webhook event, an
+    // approval journaled under another RRN, a journal row nobody asked for.
+    let db = dir.path().join("host").join(host::runtime::DB_FILE);
+    let tampered = dir.path().join("tampered.db");
+    for (change, expected) in [
+        (
+            "DELETE FROM outbox WHERE id = (SELECT min(id) FROM outbox)",
+            "outbox",
+        ),
+        (
+            "UPDATE journal SET rrn = '999999999999' WHERE id = (SELECT min(id) FROM journal WHERE kind = 'sale' AND response_code = '00')",
+            "RRN",
+        ),
+        (
+            "UPDATE journal SET stan = stan + 500000 WHERE id = (SELECT max(id) FROM journal WHERE kind = 'balance')",
+            "no terminal recorded",
+        ),
+    ] {
+        let _ = std::fs::remove_file(&tampered);
+        let conn = ledger::rusqlite::Connection::open(&db).unwrap();
+        conn.execute("VACUUM INTO ?1", [tampered.to_str().unwrap()])
+            .unwrap();
+        drop(conn);
+        let conn = ledger::rusqlite::Connection::open(&tampered).unwrap();
+        assert_eq!(conn.execute(change, []).unwrap(), 1, "{change}");
+        drop(conn);
+        let found = audit(
+            &tampered,
+            &report.records,
+            &fleet.cards,
+            spec.balance,
+            &data.issuer,
+        )
+        .unwrap();
+        assert!(
+            found.problems.iter().any(|p| p.contains(expected)),
+            "{change}: {:#?}",
+            found.problems
+        );
+    }
 }
 
 #[tokio::test]
