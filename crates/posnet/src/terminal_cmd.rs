@@ -88,11 +88,11 @@ enum TerminalCommand {
     Receipt {
         /// Transaction id (from `history` or `pay`).
         id: i64,
-        /// `customer` or `merchant`.
-        #[arg(long, default_value = "customer")]
+        /// Whose copy.
+        #[arg(long, default_value = "customer", value_parser = ["customer", "merchant"])]
         copy: String,
         /// `text`, `escpos` (raw printer bytes) or `json`.
-        #[arg(long, default_value = "text")]
+        #[arg(long, default_value = "text", value_parser = ["text", "escpos", "json"])]
         format: String,
     },
 }

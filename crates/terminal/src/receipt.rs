@@ -350,17 +350,11 @@ fn clean(text: &str) -> String {
 /// Keeps the first six and last four digits of a card number whatever the
 /// input (already masked or not), and drops anything that is not a digit or `*`.
 pub fn mask(pan: &str) -> String {
-    let kept: Vec<char> = pan
+    let kept: String = pan
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '*')
         .collect();
-    let n = kept.len();
-    let head = if n > 10 { 6 } else { 0 };
-    let tail = n.min(4);
-    kept.iter()
-        .enumerate()
-        .map(|(i, c)| if i < head || i >= n - tail { *c } else { '*' })
-        .collect()
+    iso8583::text::mask_pan(&kept)
 }
 
 /// The currency's ISO 4217 alphabetic code and `amount` (minor units) with
@@ -426,7 +420,8 @@ fn kind_title(kind: Option<TxnKind>, raw: &str) -> String {
     }
 }
 
-fn utc(unix: i64) -> time::OffsetDateTime {
+/// A journal time (Unix seconds) in UTC; out-of-range times read as the epoch.
+pub(crate) fn utc(unix: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 

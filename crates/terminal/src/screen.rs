@@ -440,8 +440,7 @@ fn rows(txns: &[TxnRecord]) -> String {
 }
 
 fn time_of_day(unix: i64) -> String {
-    let t =
-        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = receipt::utc(unix);
     format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
 }
 
