@@ -484,7 +484,8 @@ fn read_json<B: Body>(json: &[u8], mode: Mode, seen: &mut Seen) -> Result<Option
     Ok(body)
 }
 
-/// The byte offset of serde_json's (1-based) line and column in `json`.
+/// The byte offset of serde_json's (1-based) line and column in `json`:
+/// the byte at which the error was seen.
 fn offset_of(json: &[u8], line: usize, column: usize) -> usize {
     let line_start: usize = json
         .split(|b| *b == b'\n')
@@ -512,7 +513,11 @@ fn read_failure<B: Body>(json: &[u8], error: &serde_json::Error, seen: Seen) -> 
             reason: error.to_string(),
         },
         None => InboundError::Unreadable {
-            offset: offset_of(json, error.line(), error.column()),
+            offset: if error.is_eof() {
+                json.len()
+            } else {
+                offset_of(json, error.line(), error.column())
+            },
             line: error.line(),
             column: error.column(),
             reason: error.to_string(),
