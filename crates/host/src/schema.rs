@@ -116,5 +116,7 @@ CREATE INDEX settlements_terminal_batch ON settlements (terminal_id, batch);
         // A sale served by an upstream host: "<bin prefix>:<batch>:<stan>" of
         // the upstream transaction, to void it when the terminal reverses.
         "ALTER TABLE journal ADD COLUMN upstream TEXT;",
+        // The merchant API pages a merchant's events by outbox id.
+        "CREATE INDEX outbox_merchant ON outbox (merchant_id, id);",
     ],
 };

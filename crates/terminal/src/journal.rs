@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS txns (
     rrn            TEXT,
     original_batch INTEGER,
     original_stan  INTEGER,
+    online_pin     INTEGER NOT NULL DEFAULT 0,
     created_at     INTEGER NOT NULL,
     updated_at     INTEGER NOT NULL,
     UNIQUE (batch, stan)
@@ -100,6 +101,8 @@ pub struct TxnRecord {
     pub rrn: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// Whether the cardholder was verified by an online PIN.
+    pub online_pin: bool,
 }
 
 /// The journal.
@@ -139,6 +142,15 @@ impl Journal {
         conn.pragma_update(None, "journal_mode", "wal")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        // Journals created before the online_pin column get it here.
+        let has_pin_column = conn
+            .prepare("SELECT 1 FROM pragma_table_info('txns') WHERE name = 'online_pin'")?
+            .exists([])?;
+        if !has_pin_column {
+            conn.execute_batch(
+                "ALTER TABLE txns ADD COLUMN online_pin INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         Ok(Journal { conn, key })
     }
 
@@ -253,6 +265,14 @@ impl Journal {
         }
         tx.commit()?;
         Ok(id)
+    }
+
+    /// Records that the cardholder of transaction `id` was verified by an
+    /// online PIN (its merchant receipt needs no signature line).
+    pub fn record_online_pin(&self, id: i64) -> Result<(), JournalError> {
+        self.conn
+            .execute("UPDATE txns SET online_pin = 1 WHERE id = ?1", params![id])?;
+        Ok(())
     }
 
     /// Ends a transaction; `drop_reversal` deletes its stored reversal in the same commit.
@@ -409,7 +429,7 @@ impl Journal {
         limit: u32,
     ) -> Result<Vec<TxnRecord>, JournalError> {
         let sql = format!(
-            "SELECT id, kind, amount, currency, masked_pan, stan, batch, state, response_code, reason, auth_code, rrn, created_at FROM txns {filter} ORDER BY id DESC LIMIT {limit}"
+            "SELECT id, kind, amount, currency, masked_pan, stan, batch, state, response_code, reason, auth_code, rrn, created_at, online_pin FROM txns {filter} ORDER BY id DESC LIMIT {limit}"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(args, |r| {
@@ -427,6 +447,7 @@ impl Journal {
                 auth_code: r.get(10)?,
                 rrn: r.get(11)?,
                 created_at: r.get(12)?,
+                online_pin: r.get(13)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -474,6 +474,7 @@ mod tests {
             rrn: Some("000000000123".into()),
             // 2026-11-22 04:43:27 UTC
             created_at: 1_795_322_607,
+            online_pin: false,
         }
     }
 

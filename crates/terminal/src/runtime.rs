@@ -140,15 +140,6 @@ impl std::fmt::Debug for Terminal {
     }
 }
 
-/// The journal setting that records how the cardholder of transaction `id`
-/// was verified (absent: no PIN, the merchant copy asks for a signature).
-fn cvm_setting(id: i64) -> String {
-    format!("cvm.{id}")
-}
-
-/// Value of [`cvm_setting`]: a PIN block went to the host.
-const ONLINE_PIN: &str = "online_pin";
-
 fn today_yymm() -> String {
     let now = time::OffsetDateTime::now_utc();
     format!("{:02}{:02}", now.year() % 100, u8::from(now.month()))
@@ -707,7 +698,7 @@ impl Terminal {
         if presented.pin.is_some() {
             // The host verifies the PIN block it receives: an approval of this
             // transaction is PIN-verified, and its receipt needs no signature.
-            state.journal.set_setting(&cvm_setting(id), ONLINE_PIN)?;
+            state.journal.record_online_pin(id)?;
         }
         self.display(if presented.pin.is_some() {
             "PIN entered, processing"
@@ -916,7 +907,7 @@ impl Terminal {
         let Some(txn) = state.journal.get(id)? else {
             return Ok(None);
         };
-        let pin_verified = state.journal.setting(&cvm_setting(id))?.as_deref() == Some(ONLINE_PIN);
+        let pin_verified = txn.online_pin;
         let merchant = Merchant {
             name: state
                 .params

@@ -759,6 +759,7 @@ mod tests {
             auth_code: None,
             rrn: None,
             created_at: 0,
+            online_pin: false,
         };
         let html = rows(&[t]);
         assert!(html.contains("sale&lt;b&gt;"));

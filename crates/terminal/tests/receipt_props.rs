@@ -54,6 +54,7 @@ fn record() -> impl Strategy<Value = TxnRecord> {
                 auth_code,
                 rrn,
                 created_at,
+                online_pin: false,
             },
         )
 }
