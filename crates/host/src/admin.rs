@@ -52,6 +52,10 @@ pub struct MerchantSpec {
     pub currency: u16,
     /// Largest amount per transaction, minor units.
     pub max_amount: u64,
+    /// Discount rate in basis points (150 = 1.50 %), charged on each
+    /// batch's net sales at settlement.
+    #[serde(default)]
+    pub fee_bps: u32,
     /// Where the host POSTs transaction events.
     #[serde(default)]
     pub webhook_url: Option<String>,
@@ -142,9 +146,9 @@ pub fn add_merchant(
     master: &MasterKey,
     now: i64,
 ) -> Result<Added, AdminError> {
-    if spec.merchant_id.len() != 15 || spec.max_amount == 0 {
+    if spec.merchant_id.len() != 15 || spec.max_amount == 0 || spec.fee_bps > 10_000 {
         return Err(AdminError::Invalid(format!(
-            "merchant {:?}: id must be 15 characters and max_amount above 0",
+            "merchant {:?}: id must be 15 characters, max_amount above 0, fee_bps at most 10000",
             spec.merchant_id
         )));
     }
@@ -167,8 +171,8 @@ pub fn add_merchant(
         NewAccount::new(account, currency, AccountKind::Merchant),
     )?;
     tx.sql().execute(
-        "INSERT INTO merchants (merchant_id, name, account_id, currency, max_amount, webhook_url, webhook_secret, api_key_hash, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO merchants (merchant_id, name, account_id, currency, max_amount, webhook_url, webhook_secret, api_key_hash, created_at, fee_bps)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             spec.merchant_id,
             spec.name,
@@ -179,6 +183,7 @@ pub fn add_merchant(
             spec.webhook_secret.as_ref().map(|s| master.seal("webhook secret", s.as_bytes())),
             spec.api_key.as_deref().map(api_key_hash),
             now,
+            spec.fee_bps,
         ],
     )?;
     Ok(Added::Created)

@@ -362,6 +362,7 @@ struct MerchantRow {
     account: Vec<u8>,
     currency: u16,
     max_amount: u64,
+    fee_bps: u64,
 }
 
 struct CardRow {
@@ -448,7 +449,7 @@ pub fn run_with(
             return respond(job, "00", &[], None);
         }
         Kind::Echo => return respond(job, "00", &[], None),
-        Kind::Settlement => return settle(tx, job),
+        Kind::Settlement => return settle(tx, job, &merchant),
         Kind::BatchUpload => {
             tx.sql().execute(
                 "UPDATE settlements SET uploaded = uploaded + 1 WHERE id = (SELECT max(id) FROM settlements WHERE terminal_id = ?1 AND batch = ?2)",
@@ -883,7 +884,7 @@ fn load_terminal(tx: &SqliteTx<'_>, terminal_id: &str) -> Result<Option<Terminal
 
 fn load_merchant(tx: &SqliteTx<'_>, merchant_id: &str) -> Result<MerchantRow, JobError> {
     Ok(tx.sql().query_row(
-        "SELECT name, account_id, currency, max_amount FROM merchants WHERE merchant_id = ?1",
+        "SELECT name, account_id, currency, max_amount, fee_bps FROM merchants WHERE merchant_id = ?1",
         params![merchant_id],
         |r| {
             Ok(MerchantRow {
@@ -891,6 +892,7 @@ fn load_merchant(tx: &SqliteTx<'_>, merchant_id: &str) -> Result<MerchantRow, Jo
                 account: r.get(1)?,
                 currency: r.get(2)?,
                 max_amount: r.get::<_, i64>(3)? as u64,
+                fee_bps: r.get::<_, i64>(4)? as u64,
             })
         },
     )?)
@@ -956,7 +958,7 @@ fn parameters(terminal: &TerminalRow, merchant: &MerchantRow, echo_interval: u32
 }
 
 /// Settlement: the terminal's totals (field 48) against the journal's.
-fn settle(tx: &mut SqliteTx<'_>, job: &Job) -> Result<Vec<u8>, JobError> {
+fn settle(tx: &mut SqliteTx<'_>, job: &Job, merchant: &MerchantRow) -> Result<Vec<u8>, JobError> {
     let sent = job.request.get_str(48).unwrap_or("");
     let parse = |r: std::ops::Range<usize>| sent.get(r).and_then(|s| s.parse::<i64>().ok());
     let (Some(debit_amount), Some(debit_count), Some(credit_amount), Some(credit_count)) =
@@ -985,8 +987,51 @@ fn settle(tx: &mut SqliteTx<'_>, job: &Job) -> Result<Vec<u8>, JobError> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![job.terminal_id, job.batch, debits.0, debits.1, credits.0, credits.1, balanced, balanced.then_some(job.now.unix), job.now.unix],
     )?;
+    charge_fee(tx, job, merchant, (debits.0 - credits.0).max(0) as u64)?;
     let answer = format!("{}{}", &sent[..30], if balanced { '1' } else { '2' });
     respond(job, "00", &[(48, answer.into_bytes())], None)
+}
+
+/// The merchant's discount on a batch's net sales, moved from the merchant
+/// account to the network's fee account. Its transfer id is a function of
+/// the terminal and batch, so a repeated settlement charges once.
+fn charge_fee(
+    tx: &mut SqliteTx<'_>,
+    job: &Job,
+    merchant: &MerchantRow,
+    net: u64,
+) -> Result<(), JobError> {
+    // u128: amounts up to u64::MAX times 10,000 cannot overflow.
+    let fee = (u128::from(net) * u128::from(merchant.fee_bps) / 10_000) as u64;
+    if fee == 0 {
+        return Ok(());
+    }
+    let currency = Currency(merchant.currency);
+    let fee_account = account_id("fee", &currency.0.to_string());
+    match tx.create_account(&ledger::NewAccount::new(
+        fee_account,
+        currency,
+        ledger::AccountKind::Fee,
+    )) {
+        Ok(_) => {}
+        Err(ledger::AccountError::Store(e)) => return Err(e.into()),
+        Err(e) => tracing::error!("fee account: {e}"),
+    }
+    let merchant_account = ledger::AccountId(u128::from_be_bytes(
+        merchant.account.as_slice().try_into().unwrap_or([0; 16]),
+    ));
+    let id = transfer_id(&job.terminal_id, "fee", 0, job.batch);
+    match transfer(
+        tx,
+        &TransferRequest::single(id, merchant_account, fee_account, fee, currency),
+    )? {
+        Ok(()) => Ok(()),
+        // A settlement repeated after more sales: the first charge stands.
+        Err(code) => {
+            tracing::warn!(terminal = %job.terminal_id, batch = job.batch, code, "settlement fee not charged again");
+            Ok(())
+        }
+    }
 }
 
 /// Writes the journal row and outbox event and returns the response.

@@ -118,5 +118,7 @@ CREATE INDEX settlements_terminal_batch ON settlements (terminal_id, batch);
         "ALTER TABLE journal ADD COLUMN upstream TEXT;",
         // The merchant API pages a merchant's events by outbox id.
         "CREATE INDEX outbox_merchant ON outbox (merchant_id, id);",
+        // The merchant's discount rate in basis points, charged at settlement.
+        "ALTER TABLE merchants ADD COLUMN fee_bps INTEGER NOT NULL DEFAULT 0 CHECK (fee_bps BETWEEN 0 AND 10000);",
     ],
 };

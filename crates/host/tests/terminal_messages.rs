@@ -666,3 +666,63 @@ async fn settlement_balanced_and_unbalanced_with_batch_upload() {
         ledger::SqliteReader::open(h.dir.path().join("host").join(host::runtime::DB_FILE)).unwrap();
     assert!(reader.check_invariants().unwrap().is_consistent());
 }
+
+#[tokio::test]
+async fn settlement_charges_the_merchant_discount_once() {
+    let h = Harness::start().await;
+    h.data
+        .ledger
+        .submit(|tx| {
+            tx.sql().execute(
+                "UPDATE merchants SET fee_bps = 150 WHERE merchant_id = ?1",
+                [MERCHANT],
+            )
+        })
+        .await
+        .unwrap();
+    let mut t = h.terminal().await;
+    assert_eq!(
+        code(&{
+            let m = t.sale(NO_PIN, 2_000, None);
+            t.send(m).await
+        }),
+        "00"
+    );
+    assert_eq!(
+        code(&{
+            let m = t.sale(NO_PIN, 1_000, None);
+            t.send(m).await
+        }),
+        "00"
+    );
+    let merchant = host::flows::merchant_account(MERCHANT);
+    let fee = host::issuer::account_id("fee", "156");
+    let read = |id| {
+        let mut reader =
+            ledger::SqliteReader::open(h.dir.path().join("host").join(host::runtime::DB_FILE))
+                .unwrap();
+        reader
+            .balances(id)
+            .unwrap()
+            .map(|b| b.net_posted())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        read(merchant),
+        3_000,
+        "owed to the merchant before settlement"
+    );
+    for _ in 0..2 {
+        let m = t.request(
+            "0500",
+            0,
+            Some(201),
+            &[(48, "000000003000002000000000000000"), (49, "156")],
+        );
+        let r = t.send(m).await;
+        assert_eq!(r.get_str(48).unwrap().chars().last(), Some('1'));
+    }
+    assert_eq!(read(fee), 45, "1.50 % of 30.00, charged once for the batch");
+    assert_eq!(read(merchant), 3_000 - 45);
+    h.assert_ledger_consistent();
+}

@@ -155,6 +155,7 @@ impl Fleet {
 pub async fn enroll_fleet(data: &HostData, spec: &FleetSpec) -> Result<Fleet, SetupError> {
     spec.check()?;
     let merchant = MerchantSpec {
+        fee_bps: 0,
         merchant_id: spec.merchant_id.clone(),
         name: "Load generator".into(),
         currency: spec.currency,

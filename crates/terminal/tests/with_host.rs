@@ -92,6 +92,7 @@ impl World {
             .ledger
             .submit(move |tx| -> Result<_, admin::AdminError> {
                 let merchant = MerchantSpec {
+                    fee_bps: 0,
                     merchant_id: MERCHANT.into(),
                     name: "Corner Shop".into(),
                     currency: 156,

@@ -69,6 +69,7 @@ impl Harness {
         )
         .unwrap();
         let merchant = MerchantSpec {
+            fee_bps: 0,
             merchant_id: MERCHANT.into(),
             name: "Corner Shop".into(),
             currency: CNY,
@@ -368,6 +369,7 @@ impl Harness {
         terminal_id: &str,
     ) -> EnrollmentBundle {
         let merchant = MerchantSpec {
+            fee_bps: 0,
             merchant_id: merchant_id.into(),
             name: "Second Shop".into(),
             currency: CNY,
