@@ -203,17 +203,35 @@ mod tests {
             minor("1.5", "JPY"),
             Err(AmountError::TooManyDecimals { exponent: 0, .. })
         ));
-        assert!(matches!(minor("1e-7", "EUR"), Err(AmountError::TooManyDecimals { .. })));
+        assert!(matches!(
+            minor("1e-7", "EUR"),
+            Err(AmountError::TooManyDecimals { .. })
+        ));
         assert!(matches!(minor("-1", "EUR"), Err(AmountError::Negative(_))));
-        assert!(matches!(minor("1e29", "EUR"), Err(AmountError::Precision(_))));
-        assert!(matches!(minor("1e400", "EUR"), Err(AmountError::Precision(_))));
+        assert!(matches!(
+            minor("1e29", "EUR"),
+            Err(AmountError::Precision(_))
+        ));
+        assert!(matches!(
+            minor("1e400", "EUR"),
+            Err(AmountError::Precision(_))
+        ));
         assert!(matches!(
             minor("0.00000000000000000000000000001", "EUR"),
             Err(AmountError::Precision(_))
         ));
-        assert!(matches!(minor("184467440737095516.16", "EUR"), Err(AmountError::TooLarge(_))));
-        assert!(matches!(minor("1", "XAU"), Err(AmountError::UnknownCurrency(_))));
-        assert!(matches!(minor("1", "eur"), Err(AmountError::UnknownCurrency(_))));
+        assert!(matches!(
+            minor("184467440737095516.16", "EUR"),
+            Err(AmountError::TooLarge(_))
+        ));
+        assert!(matches!(
+            minor("1", "XAU"),
+            Err(AmountError::UnknownCurrency(_))
+        ));
+        assert!(matches!(
+            minor("1", "eur"),
+            Err(AmountError::UnknownCurrency(_))
+        ));
         assert!(matches!(
             Amount::from_json_number("\"12.5\""),
             Err(AmountError::NotANumber(_))

@@ -121,6 +121,8 @@ pub enum SecurityFault {
 
 /// An answer to send: a response, or (when no response can be built) an
 /// event notification.
+// One answer per exchange (see `ResponseBody`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// A `SaleToPOIResponse`.
@@ -264,8 +266,10 @@ trait Body: Sized {
     fn category_of(member: &str) -> Option<MessageCategory>;
     fn category(&self) -> MessageCategory;
     fn expected_type(category: MessageCategory) -> MessageType;
-    fn read<'de, A: MapAccess<'de>>(category: MessageCategory, map: &mut A)
-    -> Result<Self, A::Error>;
+    fn read<'de, A: MapAccess<'de>>(
+        category: MessageCategory,
+        map: &mut A,
+    ) -> Result<Self, A::Error>;
 }
 
 impl Body for RequestBody {
@@ -472,7 +476,11 @@ impl<'de, B: Body> Visitor<'de> for InnerSeed<'_, B> {
 
 /// Reads a plain message's JSON in `mode`; the header seen is in `seen`
 /// also when the read fails.
-fn read_json<B: Body>(json: &[u8], mode: Mode, seen: &mut Seen) -> Result<Option<B>, serde_json::Error> {
+fn read_json<B: Body>(
+    json: &[u8],
+    mode: Mode,
+    seen: &mut Seen,
+) -> Result<Option<B>, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let body = RootSeed::<B> {
         seen,
@@ -537,7 +545,10 @@ fn read_plain<B: Body>(json: &[u8]) -> Result<(MessageHeader, Option<B>, bool), 
     }
 }
 
-fn check_body<B: Body>(header: MessageHeader, body: Option<B>) -> Result<(MessageHeader, B), InboundError> {
+fn check_body<B: Body>(
+    header: MessageHeader,
+    body: Option<B>,
+) -> Result<(MessageHeader, B), InboundError> {
     let malformed = |header: MessageHeader, reason: String| InboundError::Malformed {
         header: Box::new(header),
         reason,
@@ -705,7 +716,9 @@ pub fn check_limit(payment: &PaymentRequest, limit_minor: u64) -> Result<u64, Re
         let (amount, limit) = (major(requested), major(limit_minor));
         return Err(Refusal {
             condition: ErrorCondition::Refusal,
-            reason: format!("amount {amount} {currency} exceeds the terminal limit of {limit} {currency}"),
+            reason: format!(
+                "amount {amount} {currency} exceeds the terminal limit of {limit} {currency}"
+            ),
         });
     }
     Ok(requested)

@@ -468,8 +468,9 @@ pub struct TransactionStatusResponse {
     pub response: Response,
     /// `MessageReference` of the exchange reported on.
     pub message_reference: Option<MessageReference>,
-    /// `RepeatedMessageResponse`: the original response.
-    pub repeated_message_response: Option<RepeatedMessageResponse>,
+    /// `RepeatedMessageResponse`: the original response (boxed: it holds
+    /// whole response bodies).
+    pub repeated_message_response: Option<Box<RepeatedMessageResponse>>,
 }
 
 /// `DisplayOutput`: something to show on a device.
@@ -729,7 +730,11 @@ pub struct DiagnosisResponse {
     /// for (e.g. `pendingAdvices=2`).
     pub response: Response,
     /// `LoggedSaleID`: the Sale systems logged in.
-    #[serde(rename = "LoggedSaleID", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "LoggedSaleID",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub logged_sale_id: Vec<String>,
     /// `POIStatus`.
     #[serde(rename = "POIStatus")]

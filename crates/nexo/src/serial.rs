@@ -241,8 +241,10 @@ impl Receiver {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<u64> {
-        (!self.frame.is_empty())
-            .then(|| self.last_byte_ms.saturating_add(self.config.inter_byte_timeout_ms))
+        (!self.frame.is_empty()).then(|| {
+            self.last_byte_ms
+                .saturating_add(self.config.inter_byte_timeout_ms)
+        })
     }
 
     /// The next event.
@@ -350,7 +352,10 @@ pub enum TxEvent {
 enum TxState {
     Idle,
     /// The frame is to be written (first time or again).
-    Ready { frame: Vec<u8>, transmissions: u8 },
+    Ready {
+        frame: Vec<u8>,
+        transmissions: u8,
+    },
     /// The frame was written; its answer is due by `deadline`.
     AwaitingAck {
         frame: Vec<u8>,
@@ -434,8 +439,7 @@ impl Sender {
         match self.state {
             TxState::AwaitingAck { .. }
             | TxState::Ready {
-                transmissions: 1..,
-                ..
+                transmissions: 1.., ..
             } => {
                 self.state = TxState::Idle;
                 self.event = Some(TxEvent::Delivered);
@@ -589,7 +593,9 @@ impl Link {
             }
             match self.receiver.poll_event() {
                 None => return,
-                Some(RxEvent::Frame(payload)) => self.events.push_back(LinkEvent::Received(payload)),
+                Some(RxEvent::Frame(payload)) => {
+                    self.events.push_back(LinkEvent::Received(payload))
+                }
                 Some(RxEvent::Discarded(fault)) => {
                     self.events.push_back(LinkEvent::Discarded(fault));
                 }

@@ -648,7 +648,10 @@ pub fn all_enumerations() -> Vec<(&'static str, Vec<&'static str>)> {
         all.iter().map(|v| f(*v)).collect()
     }
     vec![
-        ("MessageClassType", strs(MessageClass::ALL, MessageClass::as_str)),
+        (
+            "MessageClassType",
+            strs(MessageClass::ALL, MessageClass::as_str),
+        ),
         ("MessageType", strs(MessageType::ALL, MessageType::as_str)),
         (
             "MessageCategoryType",
@@ -673,19 +676,28 @@ pub fn all_enumerations() -> Vec<(&'static str, Vec<&'static str>)> {
             "DocumentQualifierType",
             strs(DocumentQualifier::ALL, DocumentQualifier::as_str),
         ),
-        ("OutputFormatType", strs(OutputFormat::ALL, OutputFormat::as_str)),
+        (
+            "OutputFormatType",
+            strs(OutputFormat::ALL, OutputFormat::as_str),
+        ),
         ("AlignmentType", strs(Alignment::ALL, Alignment::as_str)),
         (
             "CharacterStyleType",
             strs(CharacterStyle::ALL, CharacterStyle::as_str),
         ),
         ("DeviceType", strs(DeviceType::ALL, DeviceType::as_str)),
-        ("InfoQualifyType", strs(InfoQualify::ALL, InfoQualify::as_str)),
+        (
+            "InfoQualifyType",
+            strs(InfoQualify::ALL, InfoQualify::as_str),
+        ),
         (
             "EventToNotifyType",
             strs(EventToNotify::ALL, EventToNotify::as_str),
         ),
-        ("GlobalStatusType", strs(GlobalStatus::ALL, GlobalStatus::as_str)),
+        (
+            "GlobalStatusType",
+            strs(GlobalStatus::ALL, GlobalStatus::as_str),
+        ),
         (
             "PrinterStatusType",
             strs(PrinterStatus::ALL, PrinterStatus::as_str),
@@ -719,7 +731,10 @@ mod tests {
         }
         for c in MessageCategory::ALL {
             assert_eq!(MessageCategory::from_wire(c.as_str()), Some(*c));
-            assert_eq!(MessageCategory::from_request_member(c.request_member()), Some(*c));
+            assert_eq!(
+                MessageCategory::from_request_member(c.request_member()),
+                Some(*c)
+            );
             if let Some(member) = c.response_member() {
                 assert_eq!(MessageCategory::from_response_member(member), Some(*c));
             }

@@ -14,8 +14,7 @@ use nexo::model::{
     RepeatedResponseMessageBody, Response, TransactionIdentification, TransactionStatusResponse,
 };
 use nexo::wire::{
-    EntryMode, ErrorCondition, EventToNotify, MessageCategory, MessageType, PaymentType,
-    ResultType,
+    EntryMode, ErrorCondition, EventToNotify, MessageCategory, MessageType, PaymentType, ResultType,
 };
 use nexo::{Amount, Security};
 use paycrypto::nexo::{NexoError, NexoKey, encrypt_with_nonce};
@@ -27,7 +26,9 @@ const NOW: OffsetDateTime = datetime!(2025-03-14 09:27:00 UTC);
 const POI_ID: &str = "posnet-terminal-1";
 
 fn fixtures(kind: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -43,8 +44,12 @@ fn fixtures(kind: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path))
-        .unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(path),
+    )
+    .unwrap()
 }
 
 fn json(bytes: &[u8]) -> Value {
@@ -73,8 +78,15 @@ fn every_request_fixture_reads_and_writes_back_the_same_json() {
     for (name, bytes) in all {
         let read = parse_request(&bytes, Security::Plain).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!read.secured);
-        assert_eq!(json(read.message.to_json().as_bytes()), json(&bytes), "{name}");
-        assert!(!matches!(read.message.body, RequestBody::Unsupported { .. }), "{name}");
+        assert_eq!(
+            json(read.message.to_json().as_bytes()),
+            json(&bytes),
+            "{name}"
+        );
+        assert!(
+            !matches!(read.message.body, RequestBody::Unsupported { .. }),
+            "{name}"
+        );
         categories.push(read.message.body.category());
     }
     for category in [
@@ -99,8 +111,15 @@ fn every_response_fixture_reads_and_writes_back_the_same_json() {
     for (name, bytes) in all {
         let read =
             parse_response(&bytes, Security::Plain).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(json(read.message.to_json().as_bytes()), json(&bytes), "{name}");
-        assert!(!matches!(read.message.body, ResponseBody::Other(_)), "{name}");
+        assert_eq!(
+            json(read.message.to_json().as_bytes()),
+            json(&bytes),
+            "{name}"
+        );
+        assert!(
+            !matches!(read.message.body, ResponseBody::Other(_)),
+            "{name}"
+        );
     }
 }
 
@@ -115,9 +134,15 @@ fn the_payment_request_reads_into_its_fields() {
     let RequestBody::Payment(payment) = &read.message.body else {
         panic!("not a payment")
     };
-    assert_eq!(payment.sale_data.sale_transaction_id.transaction_id, "27908");
+    assert_eq!(
+        payment.sale_data.sale_transaction_id.transaction_id,
+        "27908"
+    );
     assert_eq!(payment.payment_type(), PaymentType::Normal);
-    assert_eq!(payment.payment_transaction.amounts_req.requested_minor(), Ok(1250));
+    assert_eq!(
+        payment.payment_transaction.amounts_req.requested_minor(),
+        Ok(1250)
+    );
     assert_eq!(screen(&read.message), Ok(()));
 
     let refund = parse_request(&fixture("requests/refund.json"), Security::Plain).unwrap();
@@ -126,7 +151,10 @@ fn the_payment_request_reads_into_its_fields() {
     };
     assert_eq!(refund.payment_type(), PaymentType::Refund);
     // JPY has no decimals: 1250 yen are 1250 minor units.
-    assert_eq!(refund.payment_transaction.amounts_req.requested_minor(), Ok(1250));
+    assert_eq!(
+        refund.payment_transaction.amounts_req.requested_minor(),
+        Ok(1250)
+    );
 }
 
 #[test]
@@ -141,7 +169,13 @@ fn the_payment_response_reads_into_its_fields() {
     assert_eq!(amounts.authorized_amount.to_minor("EUR"), Ok(1250));
     let acquirer = result.payment_acquirer_data.as_ref().unwrap();
     assert_eq!(acquirer.approval_code.as_deref(), Some("A1B2C3"));
-    let card = result.payment_instrument_data.as_ref().unwrap().card_data.as_ref().unwrap();
+    let card = result
+        .payment_instrument_data
+        .as_ref()
+        .unwrap()
+        .card_data
+        .as_ref()
+        .unwrap();
     assert_eq!(card.masked_pan.as_deref(), Some("627012******0018"));
     assert_eq!(card.entry_mode, [EntryMode::Icc]);
 }
@@ -149,8 +183,11 @@ fn the_payment_response_reads_into_its_fields() {
 #[test]
 fn a_transaction_status_repeats_the_original_response() {
     let payment = parse_response(&fixture("responses/payment.json"), Security::Plain).unwrap();
-    let request =
-        parse_request(&fixture("requests/transaction-status.json"), Security::Plain).unwrap();
+    let request = parse_request(
+        &fixture("requests/transaction-status.json"),
+        Security::Plain,
+    )
+    .unwrap();
     let RequestBody::TransactionStatus(status) = &request.message.body else {
         panic!("not a status request")
     };
@@ -162,13 +199,13 @@ fn a_transaction_status_repeats_the_original_response() {
         ResponseBody::TransactionStatus(TransactionStatusResponse {
             response: Response::success(),
             message_reference: status.message_reference.clone(),
-            repeated_message_response: Some(RepeatedMessageResponse {
+            repeated_message_response: Some(Box::new(RepeatedMessageResponse {
                 message_header: payment.message.header.clone(),
                 repeated_response_message_body: RepeatedResponseMessageBody {
                     payment_response: Some(original.clone()),
                     reversal_response: None,
                 },
-            }),
+            })),
         }),
     );
     let back = parse_response(answer.to_json().as_bytes(), Security::Plain).unwrap();
@@ -185,8 +222,14 @@ fn a_transaction_status_repeats_the_original_response() {
 
     // InProgress and NotFound are bare failures of the status request.
     for (condition, path) in [
-        (ErrorCondition::InProgress, "responses/transaction-status-in-progress.json"),
-        (ErrorCondition::NotFound, "responses/transaction-status-not-found.json"),
+        (
+            ErrorCondition::InProgress,
+            "responses/transaction-status-in-progress.json",
+        ),
+        (
+            ErrorCondition::NotFound,
+            "responses/transaction-status-not-found.json",
+        ),
     ] {
         let read = parse_response(&fixture(path), Security::Plain).unwrap();
         let response = read.message.body.response();
@@ -218,7 +261,10 @@ fn built_responses_read_back_equal() {
         }),
     );
     assert_eq!(response.header.message_type, MessageType::Response);
-    assert_eq!(response.header.service_id, request.message.header.service_id);
+    assert_eq!(
+        response.header.service_id,
+        request.message.header.service_id
+    );
     let back = parse_response(response.to_json().as_bytes(), Security::Plain).unwrap();
     assert_eq!(back.message, response);
 
@@ -263,7 +309,10 @@ fn unknown_fields_are_tolerated() {
         payment.sale_data.sale_to_acquirer_data.as_deref(),
         Some("tenderOption=AskGratuity")
     );
-    assert_eq!(payment.payment_transaction.amounts_req.requested_minor(), Ok(1250));
+    assert_eq!(
+        payment.payment_transaction.amounts_req.requested_minor(),
+        Ok(1250)
+    );
 }
 
 fn key(id: &str, version: u64) -> NexoKey {
@@ -315,7 +364,8 @@ fn secured_requests_are_opened_and_checked() {
     let flipped = if hmac.starts_with('A') { "B" } else { "A" };
     envelope["SaleToPOIRequest"]["SecurityTrailer"]["Hmac"] =
         format!("{flipped}{}", &hmac[1..]).into();
-    let err = parse_request(envelope.to_string().as_bytes(), Security::Required(&good)).unwrap_err();
+    let err =
+        parse_request(envelope.to_string().as_bytes(), Security::Required(&good)).unwrap_err();
     assert!(matches!(
         err,
         InboundError::Security {
@@ -326,11 +376,27 @@ fn secured_requests_are_opened_and_checked() {
 
     // Plain where security is required; secured where no key is known.
     let err = parse_request(&plain, Security::Required(&good)).unwrap_err();
-    assert!(matches!(err, InboundError::Security { reason: SecurityFault::Unsecured, .. }));
+    assert!(matches!(
+        err,
+        InboundError::Security {
+            reason: SecurityFault::Unsecured,
+            ..
+        }
+    ));
     let err = parse_request(secured.as_bytes(), Security::Plain).unwrap_err();
-    assert!(matches!(err, InboundError::Security { reason: SecurityFault::NoKey, .. }));
+    assert!(matches!(
+        err,
+        InboundError::Security {
+            reason: SecurityFault::NoKey,
+            ..
+        }
+    ));
     // Plain is fine where security is optional.
-    assert!(!parse_request(&plain, Security::Optional(&good)).unwrap().secured);
+    assert!(
+        !parse_request(&plain, Security::Optional(&good))
+            .unwrap()
+            .secured
+    );
 }
 
 #[test]
@@ -396,11 +462,18 @@ fn unsupported_requests_and_payment_types_are_not_allowed() {
     for name in ["unsupported-request", "unsupported-payment-type"] {
         let (_, reply) = answer(name);
         let response = failure_of(&reply);
-        assert_eq!(response.error_condition, Some(ErrorCondition::NotAllowed), "{name}");
+        assert_eq!(
+            response.error_condition,
+            Some(ErrorCondition::NotAllowed),
+            "{name}"
+        );
     }
     // The unsupported body is kept verbatim.
-    let read = parse_request(&fixture("replies/unsupported-request.request.json"), Security::Plain)
-        .unwrap();
+    let read = parse_request(
+        &fixture("replies/unsupported-request.request.json"),
+        Security::Plain,
+    )
+    .unwrap();
     let RequestBody::Unsupported { category, body } = &read.message.body else {
         panic!("not unsupported")
     };
@@ -413,7 +486,10 @@ fn unsupported_requests_and_payment_types_are_not_allowed() {
         let read = parse_request(&fixture(path), Security::Plain).unwrap();
         let refusal = screen(&read.message).unwrap_err();
         assert_eq!(refusal.condition, ErrorCondition::NotAllowed);
-        assert!(matches!(refusal.reply(&read.message, NOW), Reply::Notification(_)));
+        assert!(matches!(
+            refusal.reply(&read.message, NOW),
+            Reply::Notification(_)
+        ));
     }
 }
 
@@ -421,8 +497,17 @@ fn unsupported_requests_and_payment_types_are_not_allowed() {
 fn amounts_its_currency_cannot_hold_are_message_format_errors() {
     let (_, reply) = answer("too-many-decimals");
     let response = failure_of(&reply);
-    assert_eq!(response.error_condition, Some(ErrorCondition::MessageFormat));
-    assert!(response.additional_response.as_deref().unwrap().contains("more+decimals"));
+    assert_eq!(
+        response.error_condition,
+        Some(ErrorCondition::MessageFormat)
+    );
+    assert!(
+        response
+            .additional_response
+            .as_deref()
+            .unwrap()
+            .contains("more+decimals")
+    );
 }
 
 #[test]
@@ -482,7 +567,13 @@ fn malformed_json_with_a_readable_header_is_a_message_format_response() {
 fn unreadable_json_is_rejected_saying_where() {
     let (received, reply) = answer("unreadable");
     let err = parse_request(&received, Security::Plain).unwrap_err();
-    let InboundError::Unreadable { offset, line, column, .. } = err else {
+    let InboundError::Unreadable {
+        offset,
+        line,
+        column,
+        ..
+    } = err
+    else {
         panic!("{err:?}")
     };
     assert_eq!((line, column), (5, 23));
@@ -495,7 +586,13 @@ fn unreadable_json_is_rejected_saying_where() {
         panic!("not an event")
     };
     assert_eq!(event.event_to_notify, EventToNotify::Reject);
-    assert!(event.event_details.as_deref().unwrap().contains("line+5+column+23"));
+    assert!(
+        event
+            .event_details
+            .as_deref()
+            .unwrap()
+            .contains("line+5+column+23")
+    );
 
     for (bad, what) in [
         (&b""[..], "EOF"),
@@ -539,12 +636,15 @@ fn responses_keep_the_request_identifiers() {
         parse_request(&fixture("requests/logout.json"), Security::Plain)
             .unwrap()
             .message;
-    let failure = SaleToPoiResponse::failure(&request.header, ErrorCondition::LoggedOut, "x").unwrap();
+    let failure =
+        SaleToPoiResponse::failure(&request.header, ErrorCondition::LoggedOut, "x").unwrap();
     assert_eq!(failure.header, request.header.to_response());
     assert!(matches!(failure.body, ResponseBody::Logout(_)));
     // An abort is answered by no response of its own.
     let abort = parse_request(&fixture("requests/abort.json"), Security::Plain).unwrap();
-    assert!(SaleToPoiResponse::failure(&abort.message.header, ErrorCondition::NotFound, "x").is_none());
+    assert!(
+        SaleToPoiResponse::failure(&abort.message.header, ErrorCondition::NotFound, "x").is_none()
+    );
     let RequestBody::Abort(body) = &abort.message.body else {
         panic!("not an abort")
     };
@@ -571,9 +671,15 @@ fn amounts_travel_as_exact_numbers() {
         let RequestBody::Payment(p) = &read.message.body else {
             panic!("not a payment")
         };
-        assert_eq!(p.payment_transaction.amounts_req.requested_minor(), Ok(minor));
+        assert_eq!(
+            p.payment_transaction.amounts_req.requested_minor(),
+            Ok(minor)
+        );
         let written = format!("\"RequestedAmount\":{amount}");
         assert!(read.message.to_json().contains(&written), "{amount}");
-        assert_eq!(Amount::from_minor(minor, "EUR").unwrap().to_string(), amount);
+        assert_eq!(
+            Amount::from_minor(minor, "EUR").unwrap().to_string(),
+            amount
+        );
     }
 }

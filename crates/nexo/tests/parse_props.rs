@@ -141,15 +141,12 @@ proptest! {
         let mut bad = secured.clone();
         let i = at.index(bad.len());
         bad[i] = byte;
-        match parse_request(&bad, Security::Required(key)) {
-            // A change outside the authenticated content (the clear header,
-            // whitespace, an equivalent spelling) still opens to the same
-            // message; anything else is refused.
-            Ok(read) => {
-                let original = parse_request(plain, Security::Plain).unwrap();
-                prop_assert_eq!(read.message, original.message);
-            }
-            Err(_) => {}
+        // A change outside the authenticated content (the clear header,
+        // whitespace, an equivalent spelling) still opens to the same
+        // message; anything else is refused.
+        if let Ok(read) = parse_request(&bad, Security::Required(key)) {
+            let original = parse_request(plain, Security::Plain).unwrap();
+            prop_assert_eq!(read.message, original.message);
         }
     }
 

@@ -54,7 +54,11 @@ fn frames_carry_up_to_65535_bytes() {
 fn sender_delivered_on_ack() {
     let mut tx = Sender::new(Config::default());
     tx.send(b"{\"a\":1}").unwrap();
-    assert_eq!(tx.poll_timeout(), None, "no timer before the frame is written");
+    assert_eq!(
+        tx.poll_timeout(),
+        None,
+        "no timer before the frame is written"
+    );
     let frame = tx.poll_transmit(100).unwrap();
     assert_eq!(frame, encode_frame(b"{\"a\":1}").unwrap());
     assert_eq!(tx.poll_transmit(100), None);
@@ -181,7 +185,10 @@ fn receiver_acks_a_frame_fed_byte_by_byte() {
             assert_eq!(rx.poll_timeout(), Some(i as u64 * 10 + INTER_BYTE));
         }
     }
-    assert_eq!(drain(&mut rx), (vec![RxEvent::Frame(b"hello".to_vec())], vec![ACK]));
+    assert_eq!(
+        drain(&mut rx),
+        (vec![RxEvent::Frame(b"hello".to_vec())], vec![ACK])
+    );
     assert_eq!(rx.poll_timeout(), None);
     assert_eq!(rx.buffered(), 0);
 }
@@ -193,10 +200,16 @@ fn receiver_naks_a_bad_crc_and_takes_the_next_frame() {
     bad[4] ^= 0x20;
     rx.handle_input(0, &bad);
     let (events, replies) = drain(&mut rx);
-    assert!(matches!(events[..], [RxEvent::Discarded(FrameFault::Crc { .. })]), "{events:?}");
+    assert!(
+        matches!(events[..], [RxEvent::Discarded(FrameFault::Crc { .. })]),
+        "{events:?}"
+    );
     assert_eq!(replies, [NAK]);
     rx.handle_input(1, &encode_frame(b"hello").unwrap());
-    assert_eq!(drain(&mut rx), (vec![RxEvent::Frame(b"hello".to_vec())], vec![ACK]));
+    assert_eq!(
+        drain(&mut rx),
+        (vec![RxEvent::Frame(b"hello".to_vec())], vec![ACK])
+    );
 }
 
 #[test]
@@ -240,8 +253,14 @@ fn receiver_abandons_a_silent_frame() {
     assert_eq!(rx.poll_event(), None);
     rx.handle_timeout(1_000 + INTER_BYTE);
     let (events, replies) = drain(&mut rx);
-    assert_eq!(events, [RxEvent::Discarded(FrameFault::Timeout { received: 5 })]);
-    assert!(replies.is_empty(), "silence is not answered; the sender times out");
+    assert_eq!(
+        events,
+        [RxEvent::Discarded(FrameFault::Timeout { received: 5 })]
+    );
+    assert!(
+        replies.is_empty(),
+        "silence is not answered; the sender times out"
+    );
     assert_eq!(rx.buffered(), 0);
     assert_eq!(rx.poll_timeout(), None);
     // The rest of the frame arriving late is garbage; a whole frame is fine.
@@ -353,7 +372,10 @@ fn links_exchange_messages_both_ways() {
     carry(&mut b, &mut a, 1, &mut |_| {});
     assert_eq!(
         events(&mut a),
-        [LinkEvent::Delivered, LinkEvent::Received(b"response".to_vec())]
+        [
+            LinkEvent::Delivered,
+            LinkEvent::Received(b"response".to_vec())
+        ]
     );
     carry(&mut a, &mut b, 2, &mut |_| {});
     assert_eq!(events(&mut b), [LinkEvent::Delivered]);
@@ -377,7 +399,10 @@ fn a_corrupted_frame_is_naked_and_sent_again() {
     ));
     carry(&mut b, &mut a, 1, &mut |_| {}); // the NAK
     carry(&mut a, &mut b, 2, &mut |_| {}); // the retransmission
-    assert_eq!(events(&mut b), [LinkEvent::Received(b"{\"amount\":12.5}".to_vec())]);
+    assert_eq!(
+        events(&mut b),
+        [LinkEvent::Received(b"{\"amount\":12.5}".to_vec())]
+    );
     carry(&mut b, &mut a, 3, &mut |_| {}); // the ACK
     assert_eq!(events(&mut a), [LinkEvent::Delivered]);
 }
