@@ -545,9 +545,10 @@ impl Link {
     /// Feeds bytes read at `now`; drain events and transmits after each
     /// call (see [`Receiver::handle_input`]).
     pub fn handle_input(&mut self, now: u64, data: &[u8]) {
-        self.sender.handle_timeout(now);
-        self.collect();
+        // Input first: an ACK arriving as the deadline passes still counts.
         self.receiver.handle_input(now, data);
+        self.collect();
+        self.sender.handle_timeout(now);
         self.collect();
     }
 

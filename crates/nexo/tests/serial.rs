@@ -423,6 +423,26 @@ fn a_lost_ack_means_a_retransmission_and_a_duplicate() {
 }
 
 #[test]
+fn an_ack_arriving_at_the_last_deadline_counts() {
+    let (mut a, mut b) = (Link::new(Config::default()), Link::new(Config::default()));
+    a.send(b"late").unwrap();
+    let mut now = 0;
+    // Three writes lost, the fourth received; its ACK comes exactly at the
+    // last deadline.
+    for _ in 0..3 {
+        while a.poll_transmit(now).is_some() {}
+        now = a.poll_timeout().unwrap();
+        a.handle_timeout(now);
+    }
+    carry(&mut a, &mut b, now, &mut |_| {});
+    assert_eq!(events(&mut b), [LinkEvent::Received(b"late".to_vec())]);
+    let deadline = a.poll_timeout().unwrap();
+    let ack = b.poll_transmit(deadline).unwrap();
+    a.handle_input(deadline, &ack);
+    assert_eq!(events(&mut a), [LinkEvent::Delivered]);
+}
+
+#[test]
 fn a_dead_line_gives_up() {
     let mut a = Link::new(Config::default());
     a.send(b"into the void").unwrap();
