@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
             let again = parse_request(json.as_bytes(), Security::Plain).expect("re-read");
             assert_eq!(again.message, read.message);
             if let Err(refusal) = screen(&read.message) {
-                let _ = refusal.reply(&read.message, OffsetDateTime::UNIX_EPOCH).to_json();
+                let _ = refusal
+                    .reply(&read.message, OffsetDateTime::UNIX_EPOCH)
+                    .to_json();
             }
         }
         Err(e) => {
