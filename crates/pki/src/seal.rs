@@ -212,3 +212,25 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
     file.sync_all().map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
+
+/// Makes `path` readable by its owner only (0600), creating it empty if it
+/// does not exist: databases that hold card tokens and sealed card data are
+/// opened through this, and SQLite gives its WAL and shared-memory files the
+/// database file's permissions.
+pub fn restrict_to_owner(path: &Path) -> Result<(), SealError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err(path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(path))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}

@@ -58,6 +58,27 @@ fn secrets_are_sealed_0600_and_need_the_master_key() {
 }
 
 #[test]
+fn databases_are_restricted_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    pki::seal::restrict_to_owner(&fresh).unwrap();
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"data").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    pki::seal::restrict_to_owner(&old).unwrap();
+    assert_eq!(
+        std::fs::metadata(&old).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::read(&old).unwrap(), b"data", "contents untouched");
+}
+
+#[test]
 fn terminal_ids_must_fit_the_iso_fields() {
     let (_dir, _m, d) = deployment();
     assert!(

@@ -137,6 +137,7 @@ impl Journal {
             key.write_to(&key_path)?;
             key
         };
+        pki::seal::restrict_to_owner(&dir.join("terminal.db"))?;
         let conn = Connection::open(dir.join("terminal.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "wal")?;
