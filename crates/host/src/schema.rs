@@ -120,5 +120,11 @@ CREATE INDEX settlements_terminal_batch ON settlements (terminal_id, batch);
         "CREATE INDEX outbox_merchant ON outbox (merchant_id, id);",
         // The merchant's discount rate in basis points, charged at settlement.
         "ALTER TABLE merchants ADD COLUMN fee_bps INTEGER NOT NULL DEFAULT 0 CHECK (fee_bps BETWEEN 0 AND 10000);",
+        // A card's spending today (the daily limit, read on every sale) from
+        // the index alone: with the table rows behind journal_card_time, each
+        // of the card's earlier rows cost a page read, half the committer's
+        // time under load. This index serves every lookup that one did.
+        "CREATE INDEX journal_card_spend ON journal (card_token, created_at, kind, state, amount);
+         DROP INDEX journal_card_time;",
     ],
 };
