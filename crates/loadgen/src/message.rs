@@ -4,6 +4,7 @@
 //! block in 52, AES-CMAC in 64) and checking the MAC of a response.
 
 use iso8583::dialect::CUP;
+use iso8583::message_set::TxnType;
 use iso8583::text::mask_pan;
 use iso8583::{Field60, Message, Mti};
 use paycrypto::dukpt::aes::{MacDirection, Terminal, mac_key, pin_key};
@@ -252,27 +253,40 @@ impl SimTerminal {
         amount: u64,
         currency: u16,
     ) -> Result<Message, MessageError> {
-        let currency = format!("{currency:03}");
-        let mut m = self.request(
-            mti("0200"),
-            22,
-            None,
-            &[(3, "000000"), (25, "00"), (49, &currency)],
-        );
-        Self::card_fields(&mut m, card);
+        let mut m = self.financial(TxnType::Sale, card, currency, &[]);
         m.set_amount(amount).map_err(|e| self.value_error(e))?;
         Ok(m)
     }
 
     /// A balance inquiry (0200, 310000, 60.1 = 01).
     pub fn balance(&mut self, card: &Card, currency: u16) -> Message {
+        self.financial(TxnType::Balance, card, currency, &[])
+    }
+
+    /// A request of the message set: MTI, 3, 25 and 60.1 of `txn`, the
+    /// card's fields, 49 and `fields`.
+    fn financial(
+        &mut self,
+        txn: TxnType,
+        card: &Card,
+        currency: u16,
+        fields: &[(u8, &str)],
+    ) -> Message {
+        let codes = txn.codes();
         let currency = format!("{currency:03}");
         let mut m = self.request(
-            mti("0200"),
-            1,
+            mti(codes.mti),
+            codes.type_code,
             None,
-            &[(3, "310000"), (25, "00"), (49, &currency)],
+            &[
+                (3, codes.processing_code),
+                (25, codes.condition_code),
+                (49, &currency),
+            ],
         );
+        for (f, v) in fields {
+            m.set(*f, *v);
+        }
         Self::card_fields(&mut m, card);
         m
     }
@@ -289,20 +303,13 @@ impl SimTerminal {
         original_stan: u32,
         original_date: &str,
     ) -> Result<Message, MessageError> {
-        let currency = format!("{currency:03}");
         let f61 = format!(
             "{:06}{:06}{:0>4}",
             original_batch % 1_000_000,
             original_stan % 1_000_000,
             original_date.get(..4).unwrap_or("0000")
         );
-        let mut m = self.request(
-            mti("0220"),
-            25,
-            None,
-            &[(3, "200000"), (25, "00"), (49, &currency), (61, &f61)],
-        );
-        Self::card_fields(&mut m, card);
+        let mut m = self.financial(TxnType::Refund, card, currency, &[(61, &f61)]);
         m.remove(26);
         m.set_amount(amount).map_err(|e| self.value_error(e))?;
         Ok(m)
@@ -398,7 +405,7 @@ impl SimTerminal {
     }
 }
 
-/// An MTI from a literal of this module.
+/// An MTI from a literal (of this module or the message set).
 fn mti(text: &str) -> Mti {
     Mti::new(text).expect("MTI literal")
 }
