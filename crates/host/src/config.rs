@@ -34,6 +34,8 @@ pub struct HostConfig {
     pub webhook_concurrency: usize,
     /// Events sent in one merchant's delivery turn before others get theirs.
     pub webhook_batch: usize,
+    /// Hours after which an uncompleted pre-authorization's hold is voided.
+    pub preauth_expiry_hours: u64,
     /// Card ranges served by upstream hosts (`[[route]]` tables).
     pub route: Vec<crate::routing::RouteConfig>,
 }
@@ -53,6 +55,7 @@ impl Default for HostConfig {
             webhook_timeout_secs: 10,
             webhook_concurrency: 16,
             webhook_batch: 100,
+            preauth_expiry_hours: 7 * 24,
             route: Vec::new(),
         }
     }

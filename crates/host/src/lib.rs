@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod expiry;
 pub mod flows;
 pub mod issuer;
 pub mod metrics;

@@ -66,6 +66,8 @@ pub enum StartError {
 
 /// The host's storage and keys, opened.
 pub struct HostData {
+    /// Age after which an uncompleted pre-authorization's hold is voided.
+    pub preauth_max_age: std::time::Duration,
     /// Card ranges served by upstream hosts (BIN routing); empty: all local.
     pub routes: Vec<crate::routing::RouteConfig>,
     /// The data directory.
@@ -131,6 +133,7 @@ impl HostData {
             }))),
         );
         Ok(HostData {
+            preauth_max_age: std::time::Duration::from_secs(7 * 24 * 3600),
             routes: Vec::new(),
             dir: dir.to_path_buf(),
             deployment,
@@ -239,7 +242,12 @@ pub async fn start_all(
     ));
     tracing::info!(addr = %api_addr, "merchant API listening");
     host.api_addr = Some(api_addr);
-    host.services = vec![api, worker];
+    let expiry = tokio::spawn(crate::expiry::run(
+        data.ledger.clone(),
+        data.preauth_max_age,
+        host.shutdown.subscribe(),
+    ));
+    host.services = vec![api, worker, expiry];
     Ok(host)
 }
 

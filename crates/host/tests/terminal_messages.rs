@@ -726,3 +726,84 @@ async fn settlement_charges_the_merchant_discount_once() {
     assert_eq!(read(merchant), 3_000 - 45);
     h.assert_ledger_consistent();
 }
+
+#[tokio::test]
+async fn uncompleted_preauthorizations_expire_once() {
+    let h = Harness::start().await;
+    let mut t = h.terminal().await;
+    let start = balance_of(&h, &mut t, NO_PIN).await;
+    let hold = t.request(
+        "0100",
+        10,
+        None,
+        &[
+            (2, NO_PIN),
+            (3, "030000"),
+            (4, "000000002000"),
+            (25, "06"),
+            (49, "156"),
+        ],
+    );
+    assert_eq!(code(&t.send(hold).await), "00");
+    let fresh = t.request(
+        "0100",
+        10,
+        None,
+        &[
+            (2, NO_PIN),
+            (3, "030000"),
+            (4, "000000000500"),
+            (25, "06"),
+            (49, "156"),
+        ],
+    );
+    assert_eq!(code(&t.send(fresh).await), "00");
+    assert_eq!(balance_of(&h, &mut t, NO_PIN).await, start - 2_500);
+    // The first hold is eight days old; the second is not.
+    h.data
+        .ledger
+        .submit(|tx| tx.sql().execute("UPDATE journal SET created_at = created_at - 8 * 86400 WHERE kind = 'preauth' AND amount = 2000", []))
+        .await
+        .unwrap();
+    let now = host::time::Now::system().unix;
+    let week = 7 * 86_400;
+    assert_eq!(
+        h.data
+            .ledger
+            .submit(move |tx| host::expiry::sweep(tx, now, week))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        h.data
+            .ledger
+            .submit(move |tx| host::expiry::sweep(tx, now, week))
+            .await
+            .unwrap(),
+        0,
+        "once"
+    );
+    assert_eq!(
+        balance_of(&h, &mut t, NO_PIN).await,
+        start - 500,
+        "the old hold is released, the new one stays"
+    );
+    let conn = h.data.reader().unwrap();
+    let expired: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM journal WHERE state = 'expired'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let events: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE event_id LIKE 'expire-%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((expired, events), (1, 1));
+    h.assert_ledger_consistent();
+}

@@ -361,6 +361,8 @@ pub fn run_host(args: HostArgs) -> Result<()> {
 async fn serve(config: HostConfig, master: MasterKey) -> Result<()> {
     let mut data = open(&config, master)?;
     data.routes = config.route.clone();
+    data.preauth_max_age =
+        std::time::Duration::from_secs(config.preauth_expiry_hours.saturating_mul(3600));
     let options = ServeOptions {
         listen: config.listen,
         limits: config.limits(),
