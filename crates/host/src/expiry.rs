@@ -3,8 +3,8 @@
 //! held forever by a terminal that forgot them. Each expiry commits its void,
 //! the journal's new state and the merchant's event together.
 
-use crate::flows::{JobError, transfer_id};
-use ledger::{GroupCommit, LedgerTx, SqliteStore, SqliteTx, TransferId, TransferRequest};
+use crate::flows::{JobError, id_from, transfer_id};
+use ledger::{GroupCommit, LedgerTx, SqliteStore, SqliteTx, TransferRequest};
 use rusqlite::params;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,13 +64,10 @@ pub fn sweep(tx: &mut SqliteTx<'_>, now: i64, max_age_secs: i64) -> Result<usize
         rrn,
     } in due
     {
-        let Ok(pending) = <[u8; 16]>::try_from(pending.as_slice()) else {
+        let Some(pending) = id_from(Some(pending)) else {
             continue;
         };
-        let void = TransferRequest::void(
-            transfer_id(&terminal, "expire", stan, batch),
-            TransferId(u128::from_be_bytes(pending)),
-        );
+        let void = TransferRequest::void(transfer_id(&terminal, "expire", stan, batch), pending);
         match tx.create_transfer(&void) {
             Ok(_) => {}
             Err(ledger::TransferError::Store(e)) => return Err(e.into()),

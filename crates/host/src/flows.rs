@@ -325,7 +325,16 @@ fn id_bytes(id: TransferId) -> Vec<u8> {
     id.0.to_be_bytes().to_vec()
 }
 
-fn id_from(bytes: Option<Vec<u8>>) -> Option<TransferId> {
+/// An account id as the host's tables store it (16 bytes, big-endian); the
+/// schema's length checks make any other size impossible.
+fn stored_account(bytes: Vec<u8>) -> ledger::AccountId {
+    ledger::AccountId(u128::from_be_bytes(
+        bytes.as_slice().try_into().unwrap_or([0; 16]),
+    ))
+}
+
+/// A transfer id as the journal stores it (16 bytes, big-endian).
+pub(crate) fn id_from(bytes: Option<Vec<u8>>) -> Option<TransferId> {
     bytes
         .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
         .map(|b| TransferId(u128::from_be_bytes(b)))
@@ -359,14 +368,14 @@ struct TerminalRow {
 
 struct MerchantRow {
     name: String,
-    account: Vec<u8>,
+    account: ledger::AccountId,
     currency: u16,
     max_amount: u64,
     fee_bps: u64,
 }
 
 struct CardRow {
-    account: Vec<u8>,
+    account: ledger::AccountId,
     expiry: String,
     pin_check: Option<Vec<u8>>,
     status: String,
@@ -519,18 +528,13 @@ fn decide_forwarded(
     }
     let currency = Currency(merchant.currency);
     let settlement = account_id("issuer settlement", &format!("{}/{}", f.route, currency.0));
-    match tx.create_account(&ledger::NewAccount::new(
+    ensure_account(
+        tx,
         settlement,
         currency,
         ledger::AccountKind::IssuerSettlement,
-    )) {
-        Ok(_) => {}
-        Err(ledger::AccountError::Store(e)) => return Err(e.into()),
-        Err(e) => tracing::error!("issuer settlement account: {e}"),
-    }
-    let merchant_account = ledger::AccountId(u128::from_be_bytes(
-        merchant.account.as_slice().try_into().unwrap_or([0; 16]),
-    ));
+    )?;
+    let merchant_account = merchant.account;
     let id = transfer_id(
         &job.terminal_id,
         job.request.mti().as_str(),
@@ -561,9 +565,7 @@ fn decide(
     merchant: &MerchantRow,
 ) -> Result<Decision, JobError> {
     let currency = Currency(job.currency);
-    let merchant_account = ledger::AccountId(u128::from_be_bytes(
-        merchant.account.as_slice().try_into().unwrap_or([0; 16]),
-    ));
+    let merchant_account = merchant.account;
     let id = transfer_id(
         &job.terminal_id,
         job.request.mti().as_str(),
@@ -589,9 +591,7 @@ fn decide(
                 }
                 Err(code) => return Ok(Decision::decline(code)),
             };
-            let card_account = ledger::AccountId(u128::from_be_bytes(
-                card.account.as_slice().try_into().unwrap_or([0; 16]),
-            ));
+            let card_account = card.account;
             if job.kind == Kind::Balance {
                 let available = tx
                     .balances(card_account)?
@@ -912,7 +912,7 @@ fn load_merchant(tx: &SqliteTx<'_>, merchant_id: &str) -> Result<MerchantRow, Jo
         |r| {
             Ok(MerchantRow {
                 name: r.get(0)?,
-                account: r.get(1)?,
+                account: stored_account(r.get(1)?),
                 currency: r.get(2)?,
                 max_amount: r.get::<_, i64>(3)? as u64,
                 fee_bps: r.get::<_, i64>(4)? as u64,
@@ -927,7 +927,7 @@ fn load_card(tx: &SqliteTx<'_>, token: &str) -> Result<Option<CardRow>, JobError
             params![token],
             |r| {
                 Ok(CardRow {
-                    account: r.get(0)?,
+                    account: stored_account(r.get(0)?),
                     expiry: r.get(1)?,
                     pin_check: r.get(2)?,
                     status: r.get(3)?,
@@ -1030,18 +1030,8 @@ fn charge_fee(
     }
     let currency = Currency(merchant.currency);
     let fee_account = account_id("fee", &currency.0.to_string());
-    match tx.create_account(&ledger::NewAccount::new(
-        fee_account,
-        currency,
-        ledger::AccountKind::Fee,
-    )) {
-        Ok(_) => {}
-        Err(ledger::AccountError::Store(e)) => return Err(e.into()),
-        Err(e) => tracing::error!("fee account: {e}"),
-    }
-    let merchant_account = ledger::AccountId(u128::from_be_bytes(
-        merchant.account.as_slice().try_into().unwrap_or([0; 16]),
-    ));
+    ensure_account(tx, fee_account, currency, ledger::AccountKind::Fee)?;
+    let merchant_account = merchant.account;
     let id = transfer_id(&job.terminal_id, "fee", 0, job.batch);
     match transfer(
         tx,
@@ -1214,18 +1204,29 @@ pub fn respond(
     }
 }
 
-/// The merchant and funding accounts of a currency exist before any card uses them.
+/// The funding account of a currency exists before any card is loaded from it.
 pub fn ensure_funding(tx: &mut SqliteTx<'_>, currency: Currency) -> Result<(), JobError> {
-    use ledger::{AccountKind, NewAccount};
-    match tx.create_account(&NewAccount::new(
+    ensure_account(
+        tx,
         funding_account(currency),
         currency,
-        AccountKind::Funding,
-    )) {
+        ledger::AccountKind::Funding,
+    )
+}
+
+/// Creates one of the network's own accounts (funding, fee, issuer
+/// settlement) if it does not exist yet; only a storage failure is an error.
+fn ensure_account(
+    tx: &mut SqliteTx<'_>,
+    id: ledger::AccountId,
+    currency: Currency,
+    kind: ledger::AccountKind,
+) -> Result<(), JobError> {
+    match tx.create_account(&ledger::NewAccount::new(id, currency, kind)) {
         Ok(_) => Ok(()),
         Err(ledger::AccountError::Store(e)) => Err(e.into()),
         Err(e) => {
-            tracing::error!("funding account: {e}");
+            tracing::error!("{kind:?} account: {e}");
             Ok(())
         }
     }
