@@ -14,14 +14,16 @@
 //! to their opening balance less what the terminals know they spent, the
 //! ledger's invariants, and one outbox event per journal row.
 
+mod support;
+
 use loadgen::{FleetSpec, LoadConfig, SimTerminal, TerminalLoad, audit, tls_config};
 use pki::{EnrollmentBundle, MasterKey};
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::Daemon;
 
 const KILLS: usize = 22;
 const TERMINALS: usize = 4;
@@ -30,88 +32,37 @@ const MERCHANT: &str = "M00000000000001";
 /// Each card's opening balance: small enough that some sales are declined 51.
 const OPENING: u64 = 150_000;
 
+/// `posnet` with this test's master key and host directories.
 fn posnet(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_posnet"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("POSNET_") {
-            c.env_remove(name);
-        }
-    }
-    c.env("POSNET_LOG", "warn")
-        .env("POSNET_MASTER_KEY_FILE", dir.join("master.key"))
+    let mut c = support::posnet(dir);
+    c.env("POSNET_MASTER_KEY_FILE", dir.join("master.key"))
         .env("POSNET_HOST_DATA_DIR", dir.join("host"))
-        .env("POSNET_HOST_DEPLOYMENT_DIR", dir.join("deployment"))
-        .current_dir(dir);
+        .env("POSNET_HOST_DEPLOYMENT_DIR", dir.join("deployment"));
     c
 }
 
 fn run(dir: &Path, args: &[&str]) {
-    let out = posnet(dir).args(args).output().expect("posnet runs");
-    assert!(
-        out.status.success(),
-        "posnet {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run(posnet(dir), args);
+}
+
+/// `posnet host run` on `addr`, the `n`th start.
+fn start_host(dir: &Path, addr: SocketAddr, n: usize) -> Daemon {
+    let listen = addr.to_string();
+    let args = [
+        "host",
+        "run",
+        "--listen",
+        &listen,
+        "--api-listen",
+        "127.0.0.1:0",
+    ];
+    let host = Daemon::start(posnet(dir), &args, dir, &format!("host-{n}.log"));
+    assert_eq!(
+        host.first_line["listening"],
+        listen.as_str(),
+        "host {n} listens"
     );
-}
-
-/// `posnet host run` on `addr`; killed when dropped, its log shown if the
-/// test fails.
-struct Host {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Host {
-    fn start(dir: &Path, addr: SocketAddr, n: usize) -> Host {
-        let log = dir.join(format!("host-{n}.log"));
-        let mut child = posnet(dir)
-            .args(["host", "run", "--listen", &addr.to_string()])
-            .args(["--api-listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("posnet host run starts");
-        // The first line says it listens; a bind that fails ends the process.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.contains("listening"),
-            "host {n} did not start: {line:?}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Host { child, log }
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "host stopped cleanly on SIGTERM: {exit}");
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {} ---\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
+    host
 }
 
 /// The cards and merchant as a `posnet host accounts import` file.
@@ -215,7 +166,7 @@ fn answers_survive_kill_9_and_the_books_agree_with_the_terminals() {
     }
 
     let db = dir.join("host").join(host::runtime::DB_FILE);
-    let mut host = Host::start(dir, addr, 0);
+    let mut host = start_host(dir, addr, 0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -245,7 +196,7 @@ fn answers_survive_kill_9_and_the_books_agree_with_the_terminals() {
         progressed += usize::from(rows > last);
         last = rows;
         std::thread::sleep(Duration::from_millis(rng.u64(0..100)));
-        host = Host::start(dir, addr, k);
+        host = start_host(dir, addr, k);
     }
     std::thread::sleep(Duration::from_millis(500));
     stop.send(true).unwrap();

@@ -3,110 +3,24 @@
 //! seen: after a restart it forwards each exactly once, and the host's
 //! ledger balances.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
+use support::{Daemon, posnet};
 use terminal::card::CATALOG;
+
+mod support;
 
 const MERCHANT: &str = "M00000000000001";
 const OFFLINE_SALES: [u64; 2] = [1_500, 1_200];
 
-fn posnet() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_posnet"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("POSNET_") {
-            c.env_remove(name);
-        }
-    }
-    c.env("POSNET_LOG", "warn");
-    c
-}
-
 fn run(args: &[&str], dir: &Path) -> Output {
-    let out = posnet()
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("posnet runs");
-    assert!(
-        out.status.success(),
-        "posnet {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    support::run(posnet(dir), args)
 }
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON answer")
-}
-
-/// A long-running `posnet` process, stopped when dropped; its log is
-/// printed if the test fails.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    first_line: serde_json::Value,
-}
-
-impl Daemon {
-    fn start(args: &[&str], dir: &Path, log: &str) -> Daemon {
-        let log = dir.join(log);
-        let mut child = posnet()
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("posnet starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let first_line = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!(
-                "posnet {args:?} printed {line:?}; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-        Daemon {
-            child,
-            log,
-            first_line,
-        }
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "stopped cleanly: {exit}");
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {} ---\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
 }
 
 fn free_port() -> u16 {
@@ -213,7 +127,7 @@ fn offline_sales_survive_kill_9_and_reach_the_host_once() {
         dir,
     );
     let host_run = ["host", "--config", "host.toml", "run"];
-    let host = Daemon::start(&host_run, dir, "host.log");
+    let host = Daemon::start(posnet(dir), &host_run, dir, "host.log");
     assert_eq!(host.first_line["listening"], host_addr.as_str());
     let terminal_run = [
         "terminal",
@@ -229,7 +143,7 @@ fn offline_sales_survive_kill_9_and_reach_the_host_once() {
         "--reconnect-max-secs",
         "1",
     ];
-    let terminal = Daemon::start(&terminal_run, dir, "terminal.log");
+    let terminal = Daemon::start(posnet(dir), &terminal_run, dir, "terminal.log");
     let url = terminal.first_line["screen"].as_str().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     wait_for(dir, &url, "came online", |s| s["online"] == true);
@@ -262,7 +176,7 @@ fn offline_sales_survive_kill_9_and_reach_the_host_once() {
 
     // The terminal dies without any shutdown, and comes back.
     terminal.kill_9();
-    let terminal = Daemon::start(&terminal_run, dir, "terminal-2.log");
+    let terminal = Daemon::start(posnet(dir), &terminal_run, dir, "terminal-2.log");
     let url = terminal.first_line["screen"].as_str().unwrap().to_string();
     let s = status(dir, &url);
     assert_eq!(s["pending_saf"], 2, "the advices survived: {s}");
@@ -283,7 +197,7 @@ fn offline_sales_survive_kill_9_and_reach_the_host_once() {
     );
 
     // The host returns on the same address; the advices go through once.
-    let host = Daemon::start(&host_run, dir, "host-2.log");
+    let host = Daemon::start(posnet(dir), &host_run, dir, "host-2.log");
     wait_for(dir, &url, "forwarded its advices", |s| {
         s["online"] == true && s["pending_saf"] == 0
     });
