@@ -1158,20 +1158,14 @@ fn remac(job: &Job, stored: &[u8]) -> Result<Vec<u8>, JobError> {
 }
 
 fn mac_encode(response: &Message, key: &MacKey) -> Result<Vec<u8>, JobError> {
-    let mut failure = None;
-    let wire = CUP.encode_with_mac(response, |scope| {
-        match paycrypto::mac::generate(key, paycrypto::mac::Algorithm::Cmac, scope) {
-            Ok(mac) => mac[..8].to_vec(),
-            Err(e) => {
-                failure = Some(e.to_string());
-                vec![0; 8]
-            }
-        }
-    })?;
-    match failure {
-        Some(e) => Err(JobError::Mac(e)),
-        None => Ok(wire),
-    }
+    CUP.try_encode_with_mac(response, |scope| {
+        paycrypto::mac::generate(key, paycrypto::mac::Algorithm::Cmac, scope)
+            .map(|mac| mac[..8].to_vec())
+    })
+    .map_err(|e| match e {
+        iso8583::MacEncodeError::Encode(e) => JobError::Encode(e),
+        iso8583::MacEncodeError::Mac(e) => JobError::Mac(e.to_string()),
+    })
 }
 
 /// Encodes the response to `job`'s request: the request's echoed fields,

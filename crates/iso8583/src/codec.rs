@@ -111,6 +111,21 @@ impl Dialect {
         msg: &Message,
         mac: impl FnOnce(&[u8]) -> M,
     ) -> Result<Vec<u8>, EncodeError> {
+        self.try_encode_with_mac(msg, |scope| Ok::<_, std::convert::Infallible>(mac(scope)))
+            .map_err(|e| match e {
+                MacEncodeError::Encode(e) => e,
+                MacEncodeError::Mac(never) => match never {},
+            })
+    }
+
+    /// [`Dialect::encode_with_mac`] with a MAC computation that can fail
+    /// (a key of the wrong algorithm): its error is returned, and nothing is
+    /// encoded with a MAC that was not computed.
+    pub fn try_encode_with_mac<M: AsRef<[u8]>, E>(
+        &self,
+        msg: &Message,
+        mac: impl FnOnce(&[u8]) -> Result<M, E>,
+    ) -> Result<Vec<u8>, MacEncodeError<E>> {
         let mac_field = mac_field_of(msg);
         let spec = self.spec(mac_field)?;
         let mut out = Vec::with_capacity(self.estimate(msg) + 16);
@@ -119,16 +134,16 @@ impl Dialect {
         for (field, value) in msg.fields().filter(|(f, _)| *f != mac_field) {
             self.write_field(field, value, &mut out)?;
         }
-        let mac = mac(&out);
+        let mac = mac(&out).map_err(MacEncodeError::Mac)?;
         let expected = spec.value_len(spec.length.max() as usize);
         if mac.as_ref().len() != expected {
-            return Err(EncodeError {
+            return Err(MacEncodeError::Encode(EncodeError {
                 element: Element::Field(mac_field),
                 kind: EncodeErrorKind::MacSize {
                     length: mac.as_ref().len(),
                     expected,
                 },
-            });
+            }));
         }
         self.write_field(mac_field, mac.as_ref(), &mut out)?;
         Ok(out)
@@ -341,6 +356,17 @@ impl Dialect {
         }
         Ok(())
     }
+}
+
+/// Encoding with a MAC failed: in the message, or in computing the MAC.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacEncodeError<E> {
+    /// The message does not fit the dialect.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The MAC could not be computed.
+    #[error("MAC: {0}")]
+    Mac(E),
 }
 
 /// The field that carries the MAC of `msg`: 128 with a secondary bitmap, else 64.

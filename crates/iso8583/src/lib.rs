@@ -32,7 +32,7 @@ pub mod spec;
 pub mod text;
 pub mod tlv;
 
-pub use codec::mac_field_of;
+pub use codec::{MacEncodeError, mac_field_of};
 pub use error::{DecodeError, DecodeErrorKind, Element, EncodeError, EncodeErrorKind, ValueError};
 pub use field60::Field60;
 pub use frame::{Frame, FrameError, FrameLayout, Tpdu};

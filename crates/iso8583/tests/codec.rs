@@ -479,3 +479,22 @@ fn shipped_dialects_are_consistent() {
         }
     }
 }
+
+#[test]
+fn a_mac_that_cannot_be_computed_is_an_error_not_a_message() {
+    let m = msg("0200", &[(3, b"000000")]);
+    let err = CUP
+        .try_encode_with_mac(&m, |_| Err::<[u8; 8], _>("wrong key algorithm"))
+        .unwrap_err();
+    assert_eq!(err, iso8583::MacEncodeError::Mac("wrong key algorithm"));
+    let ok = CUP
+        .try_encode_with_mac(&m, |_| Ok::<_, ()>([9u8; 8]))
+        .unwrap();
+    assert_eq!(ok, CUP.encode_with_mac(&m, |_| [9u8; 8]).unwrap());
+    let short = CUP
+        .try_encode_with_mac(&m, |_| Ok::<_, ()>([9u8; 4]))
+        .unwrap_err();
+    assert!(
+        matches!(short, iso8583::MacEncodeError::Encode(e) if e.kind == EncodeErrorKind::MacSize { length: 4, expected: 8 })
+    );
+}

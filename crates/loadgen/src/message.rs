@@ -363,27 +363,21 @@ impl SimTerminal {
             m.set(52, block);
         }
         m.set(62, ksn.as_bytes());
-        let mut failure = None;
         let wire = CUP
-            .encode_with_mac(&m, |scope| {
-                match paycrypto::mac::generate(&generate, paycrypto::mac::Algorithm::Cmac, scope) {
-                    Ok(mac) => mac[..8].to_vec(),
-                    Err(e) => {
-                        failure = Some(e);
-                        vec![0; 8]
-                    }
-                }
+            .try_encode_with_mac(&m, |scope| {
+                paycrypto::mac::generate(&generate, paycrypto::mac::Algorithm::Cmac, scope)
+                    .map(|mac| mac[..8].to_vec())
             })
-            .map_err(|source| MessageError::Encode {
-                terminal: terminal(),
-                source,
+            .map_err(|e| match e {
+                iso8583::MacEncodeError::Encode(source) => MessageError::Encode {
+                    terminal: terminal(),
+                    source,
+                },
+                iso8583::MacEncodeError::Mac(source) => MessageError::Mac {
+                    terminal: terminal(),
+                    source,
+                },
             })?;
-        if let Some(source) = failure {
-            return Err(MessageError::Mac {
-                terminal: terminal(),
-                source,
-            });
-        }
         Ok(Sealed {
             request: m,
             wire,

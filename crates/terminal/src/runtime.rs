@@ -459,11 +459,11 @@ impl Terminal {
             request.set(26, "12").set(53, "4700000000000000");
         }
         request.set(62, ksn.as_bytes());
+        // A MAC that cannot be computed stops the request: never a zero MAC.
         let wire = CUP
-            .encode_with_mac(&request, |scope| {
+            .try_encode_with_mac(&request, |scope| {
                 paycrypto::mac::generate(&generate, paycrypto::mac::Algorithm::Cmac, scope)
                     .map(|m| m[..8].to_vec())
-                    .unwrap_or_else(|_| vec![0; 8])
             })
             .map_err(|e| e.to_string())?;
         Ok(Sealed {
