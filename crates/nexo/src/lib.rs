@@ -10,6 +10,7 @@
 //! - [`message`]: whole messages, `SaleToPOIRequest` and `SaleToPOIResponse`;
 //! - [`inbound`]: reading a received message, plain or secured, and the
 //!   nexo answer to every way it can fail;
+//! - [`pairing`]: the code a terminal shows and a phone scans to pair;
 //! - [`serial`]: the frame, ACK/NAK and retransmission of serial links
 //!   (USB-serial, Bluetooth RFCOMM), sans-IO.
 //!
@@ -19,6 +20,7 @@ pub mod amount;
 pub mod inbound;
 pub mod message;
 pub mod model;
+pub mod pairing;
 pub mod serial;
 pub mod wire;
 
