@@ -113,5 +113,5 @@ pub use model::{
     NewAccount, Outcome, PendingState, Transfer, TransferAction, TransferId, TransferKind,
     TransferRequest,
 };
-pub use sqlite::{Migrations, SqliteReader, SqliteStore, SqliteTx};
+pub use sqlite::{Migrations, SqliteReader, SqliteStore, SqliteTx, migrate_components};
 pub use store::{Cursor, LedgerRead, LedgerStore, LedgerTx, MAX_PAGE_LIMIT, Page, PageRequest};

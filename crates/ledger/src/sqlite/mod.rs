@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
-pub use schema::{LEDGER_COMPONENT, Migrations};
+pub use schema::{LEDGER_COMPONENT, Migrations, migrate_components};
 
 use crate::error::StoreError;
 use crate::invariants::{AuditRow, InvariantReport, MAX_REPORTED_VIOLATIONS, Violation};

@@ -100,16 +100,42 @@ fn version_u32(v: i64, component: &str) -> Result<u32, StoreError> {
 /// Brings the ledger schema and every registered component to its latest
 /// version.
 pub(crate) fn migrate(conn: &mut Connection, components: &[Migrations]) -> Result<(), StoreError> {
+    check_names(components)?;
+    migrate_one(conn, &LEDGER)?;
+    for m in components {
+        migrate_one(conn, m)?;
+    }
+    Ok(())
+}
+
+/// Brings each of `components` to its latest version in a file that holds
+/// no ledger (a component's own database), with the same
+/// `schema_components` table and the same step-per-transaction guarantee.
+pub fn migrate_components(
+    conn: &mut Connection,
+    components: &[Migrations],
+) -> Result<(), StoreError> {
+    check_names(components)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_components (
+            component TEXT PRIMARY KEY,
+            version   INTEGER NOT NULL
+        ) STRICT;",
+    )?;
+    for m in components {
+        migrate_one(conn, m)?;
+    }
+    Ok(())
+}
+
+/// Component names are unique and never the ledger's.
+fn check_names(components: &[Migrations]) -> Result<(), StoreError> {
     for (i, m) in components.iter().enumerate() {
         if m.component == LEDGER_COMPONENT
             || components[..i].iter().any(|o| o.component == m.component)
         {
             return Err(StoreError::BadComponent(m.component.to_owned()));
         }
-    }
-    migrate_one(conn, &LEDGER)?;
-    for m in components {
-        migrate_one(conn, m)?;
     }
     Ok(())
 }
