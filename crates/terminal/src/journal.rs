@@ -3,6 +3,11 @@
 //! sealed because they carry card data), the STAN, batch and DUKPT counters,
 //! and batch totals. Synchronous FULL: a reversal or advice written here
 //! survives power loss, before anything is sent.
+//!
+//! The same database holds the ECR interface's tables (its exchanges with
+//! their answers, its pairings; see [`crate::ecr`]), which the ECR service
+//! reads and writes through its own connection ([`connect`]) so that it
+//! never waits for a payment holding the journal.
 
 use crate::engine::{SafItem, SafKind, Totals, TxnKind};
 use pki::{MasterKey, SealError};
@@ -52,6 +57,26 @@ CREATE TABLE IF NOT EXISTS saf (
     attempts   INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     created_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS ecr_exchanges (
+    id          INTEGER PRIMARY KEY,
+    sale_id     TEXT NOT NULL,
+    service_id  TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    answered_at INTEGER,
+    answer      TEXT,
+    UNIQUE (sale_id, service_id)
+) STRICT;
+CREATE INDEX IF NOT EXISTS ecr_exchanges_created ON ecr_exchanges (created_at);
+CREATE TABLE IF NOT EXISTS ecr_pairings (
+    key_identifier TEXT NOT NULL,
+    key_version    INTEGER NOT NULL,
+    passphrase     BLOB NOT NULL,
+    label          TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    revoked_at     INTEGER,
+    PRIMARY KEY (key_identifier, key_version)
 ) STRICT;
 "#;
 
@@ -124,34 +149,55 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// The terminal's storage key in `dir`, which seals the secrets it keeps
+/// (stored messages, pairing passphrases, its ECR certificate's key);
+/// created with the directory on first use.
+pub fn storage_key(dir: &Path) -> Result<MasterKey, JournalError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| JournalError::Io(format!("{}: {e}", dir.display())))?;
+    let key_path = dir.join(STORAGE_KEY);
+    if key_path.exists() {
+        return Ok(MasterKey::from_file(&key_path)?);
+    }
+    let key = MasterKey::generate();
+    key.write_to(&key_path)?;
+    Ok(key)
+}
+
+/// Opens (creating and migrating) the terminal's database in `dir` and
+/// its storage key, which seals the secrets stored in it.
+pub fn connect(dir: &Path) -> Result<(Connection, MasterKey), JournalError> {
+    let key = storage_key(dir)?;
+    pki::seal::restrict_to_owner(&dir.join("terminal.db"))?;
+    let conn = Connection::open(dir.join("terminal.db"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "wal")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    // Journals created before these columns get them here.
+    add_column(&conn, "online_pin", "INTEGER NOT NULL DEFAULT 0")?;
+    // The ECR exchange a transaction answers (crate::ecr).
+    add_column(&conn, "ecr_exchange", "INTEGER")?;
+    Ok((conn, key))
+}
+
+/// Adds `column` to `txns` unless it is there (journals of older versions).
+fn add_column(conn: &Connection, column: &str, declaration: &str) -> Result<(), JournalError> {
+    let present = conn
+        .prepare("SELECT 1 FROM pragma_table_info('txns') WHERE name = ?1")?
+        .exists(params![column])?;
+    if !present {
+        conn.execute_batch(&format!(
+            "ALTER TABLE txns ADD COLUMN {column} {declaration}"
+        ))?;
+    }
+    Ok(())
+}
+
 impl Journal {
     /// Opens (creating) the journal in `dir`.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| JournalError::Io(format!("{}: {e}", dir.display())))?;
-        let key_path = dir.join(STORAGE_KEY);
-        let key = if key_path.exists() {
-            MasterKey::from_file(&key_path)?
-        } else {
-            let key = MasterKey::generate();
-            key.write_to(&key_path)?;
-            key
-        };
-        pki::seal::restrict_to_owner(&dir.join("terminal.db"))?;
-        let conn = Connection::open(dir.join("terminal.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "wal")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        // Journals created before the online_pin column get it here.
-        let has_pin_column = conn
-            .prepare("SELECT 1 FROM pragma_table_info('txns') WHERE name = 'online_pin'")?
-            .exists([])?;
-        if !has_pin_column {
-            conn.execute_batch(
-                "ALTER TABLE txns ADD COLUMN online_pin INTEGER NOT NULL DEFAULT 0",
-            )?;
-        }
+        let (conn, key) = connect(dir)?;
         Ok(Journal { conn, key })
     }
 
@@ -227,7 +273,8 @@ impl Journal {
     }
 
     /// Records a new transaction and, when `reversal` is given, its stored
-    /// reversal, in one commit, before the request is sent.
+    /// reversal, in one commit, before the request is sent. `exchange` is
+    /// the ECR exchange the transaction answers, if any.
     #[allow(clippy::too_many_arguments)]
     pub fn begin(
         &mut self,
@@ -240,13 +287,14 @@ impl Journal {
         original: Option<(u32, u32)>,
         state: &str,
         saf: Option<(SafKind, &[u8])>,
+        exchange: Option<i64>,
     ) -> Result<i64, JournalError> {
         let at = now();
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO txns (kind, amount, currency, masked_pan, stan, batch, state, original_batch, original_stan, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-            params![kind.name(), amount as i64, currency, masked_pan, stan, batch, state, original.map(|o| o.0), original.map(|o| o.1), at],
+            "INSERT INTO txns (kind, amount, currency, masked_pan, stan, batch, state, original_batch, original_stan, created_at, updated_at, ecr_exchange)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+            params![kind.name(), amount as i64, currency, masked_pan, stan, batch, state, original.map(|o| o.0), original.map(|o| o.1), at, exchange],
         )?;
         let id = tx.last_insert_rowid();
         tx.execute(
@@ -416,6 +464,20 @@ impl Journal {
     /// The latest transactions, newest first.
     pub fn recent(&self, limit: u32) -> Result<Vec<TxnRecord>, JournalError> {
         self.list("", params![], limit)
+    }
+
+    /// The transaction with trace number `stan` in batch `batch`.
+    pub fn find(&self, batch: u32, stan: u32) -> Result<Option<TxnRecord>, JournalError> {
+        Ok(self
+            .list("WHERE batch = ?1 AND stan = ?2", params![batch, stan], 1)?
+            .pop())
+    }
+
+    /// The transaction that answers ECR exchange `exchange`, if one began.
+    pub fn for_exchange(&self, exchange: i64) -> Result<Option<TxnRecord>, JournalError> {
+        Ok(self
+            .list("WHERE ecr_exchange = ?1", params![exchange], 1)?
+            .pop())
     }
 
     /// One transaction by id.

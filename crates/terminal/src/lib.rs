@@ -8,9 +8,11 @@
 //! [`card`] holds the reader trait, the simulated reader's test-card
 //! catalog and the PIN pad. [`receipt`] prints merchant and customer
 //! receipts as text, ESC/POS and e-receipt JSON; [`screen`] serves the
-//! terminal's screen as a web page with a small JSON API.
+//! terminal's screen as a web page with a small JSON API; [`ecr`] serves
+//! cash registers and phones in nexo Sale-to-POI.
 
 pub mod card;
+pub mod ecr;
 pub mod engine;
 pub mod journal;
 pub mod link;

@@ -219,6 +219,16 @@ impl Terminal {
         &self.inner.bundle.merchant_id
     }
 
+    /// The host addresses of the bundle, in failover order.
+    pub fn hosts(&self) -> &[String] {
+        &self.inner.bundle.hosts
+    }
+
+    /// The directory of the journal (and of the terminal's other files).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.options.data_dir
+    }
+
     /// Watches the terminal's status.
     pub fn status(&self) -> watch::Receiver<Status> {
         self.inner.status.subscribe()
@@ -229,7 +239,9 @@ impl Terminal {
         self.inner.state.lock().await.params.clone()
     }
 
-    fn display(&self, text: &str) {
+    /// Shows `text` on the terminal's display (the screen page and the
+    /// status follow it).
+    pub fn display(&self, text: &str) {
         self.inner
             .status
             .send_modify(|s| s.display = text.to_string());
@@ -581,17 +593,45 @@ impl Terminal {
         req: TxnRequest,
         presented: Result<PresentedCard, crate::card::CardError>,
     ) -> Result<TxnResult, JournalError> {
+        self.run(req, presented, None).await
+    }
+
+    /// Runs one transaction to a definite end as the answer to ECR
+    /// exchange `exchange`: the journal records the link in the same
+    /// commit that records the transaction, so that after a crash the
+    /// exchange is answered with what became of it.
+    pub async fn transact_for_exchange(
+        &self,
+        req: TxnRequest,
+        presented: Result<PresentedCard, crate::card::CardError>,
+        exchange: i64,
+    ) -> Result<TxnResult, JournalError> {
+        self.run(req, presented, Some(exchange)).await
+    }
+
+    async fn run(
+        &self,
+        req: TxnRequest,
+        presented: Result<PresentedCard, crate::card::CardError>,
+        ecr: Option<i64>,
+    ) -> Result<TxnResult, JournalError> {
         let mut state = self.inner.state.lock().await;
         // Reversals and advices go first; if they cannot, the host is down.
         let mut online =
             self.ensure_link(&mut state).await.is_ok() && self.forward_saf(&mut state).await;
         let Some(params) = state.params.clone() else {
-            return self.refuse(&mut state, &req, "", Refusal::NotSignedOn);
+            return self.refuse(&mut state, &req, "", Refusal::NotSignedOn, ecr);
         };
         let presented = match presented {
             Ok(p) => p,
             Err(e) => {
-                return self.refuse(&mut state, &req, "", Refusal::CardUnreadable(e.to_string()));
+                return self.refuse(
+                    &mut state,
+                    &req,
+                    "",
+                    Refusal::CardUnreadable(e.to_string()),
+                    ecr,
+                );
             }
         };
         let masked = mask_pan(&presented.card.pan);
@@ -608,7 +648,7 @@ impl Terminal {
             &today_yymm(),
         ) {
             Ok(route) => route,
-            Err(refusal) => return self.refuse(&mut state, &req, &masked, refusal),
+            Err(refusal) => return self.refuse(&mut state, &req, &masked, refusal, ecr),
         };
         let codes = match route {
             Route::Online => req.kind.txn_type(),
@@ -653,6 +693,7 @@ impl Terminal {
                 req.original,
                 "approved_offline",
                 Some((SafKind::Advice, &advice)),
+                ecr,
             )?;
             state.journal.finish(
                 id,
@@ -694,6 +735,7 @@ impl Terminal {
             req.original,
             "sending",
             reversal.as_deref().map(|r| (SafKind::Reversal, r)),
+            ecr,
         )?;
         if presented.pin.is_some() {
             // The host verifies the PIN block it receives: an approval of this
@@ -771,6 +813,7 @@ impl Terminal {
         req: &TxnRequest,
         masked: &str,
         refusal: Refusal,
+        ecr: Option<i64>,
     ) -> Result<TxnResult, JournalError> {
         let stan = state.journal.next_stan()?;
         let batch = state.journal.batch()?;
@@ -785,6 +828,7 @@ impl Terminal {
             req.original,
             "failed",
             None,
+            ecr,
         )?;
         state
             .journal
@@ -882,6 +926,23 @@ impl Terminal {
     /// Recent transactions, newest first.
     pub async fn history(&self, limit: u32) -> Result<Vec<TxnRecord>, JournalError> {
         self.inner.state.lock().await.journal.recent(limit)
+    }
+
+    /// The transaction with trace number `stan` in batch `batch`.
+    pub async fn find_transaction(
+        &self,
+        batch: u32,
+        stan: u32,
+    ) -> Result<Option<TxnRecord>, JournalError> {
+        self.inner.state.lock().await.journal.find(batch, stan)
+    }
+
+    /// The transaction that answers ECR exchange `exchange`, if one began.
+    pub async fn transaction_for_exchange(
+        &self,
+        exchange: i64,
+    ) -> Result<Option<TxnRecord>, JournalError> {
+        self.inner.state.lock().await.journal.for_exchange(exchange)
     }
 
     /// One transaction with its state history.

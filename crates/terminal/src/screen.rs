@@ -14,6 +14,16 @@
 //! | POST | `/api/settle` | settle the open batch |
 //! | GET | `/api/receipt/{id}?copy=customer\|merchant&format=text\|escpos\|json` | a receipt |
 //!
+//! With the ECR interface ([`router_with_ecr`]), also:
+//!
+//! | method | path | |
+//! |---|---|---|
+//! | POST | `/api/present` | `{"card": catalog name}`: present a card to the nexo payment waiting for one (409 when none waits) |
+//! | GET | `/api/pairings` | the pairings, newest first |
+//! | POST | `/api/pairings` | `{"label": "..."}`: pair a phone; answers its pairing code, fingerprint and QR code (SVG and text) |
+//! | POST | `/api/pairings/revoke` | `{"key_identifier": "..."}`: revoke a pairing |
+//! | POST | `/api/supervisor` | a fresh supervisor TOTP secret; answers its `otpauth://` URI, once |
+//!
 //! It listens on loopback by default. Every request must name this server
 //! in its `Host` header (a page of another site resolved to 127.0.0.1 is
 //! refused: DNS rebinding), and a POST must be `application/json` with no
@@ -21,6 +31,7 @@
 //! start a sale: cross-site request forgery).
 
 use crate::card::{CATALOG, CardError, SimulatedReader};
+use crate::ecr::{EcrError, EcrService, PresentError};
 use crate::engine::{Method, TxnKind, TxnRequest};
 use crate::journal::{JournalError, TxnRecord};
 use crate::receipt::{self, ReceiptCopy};
@@ -64,6 +75,12 @@ pub enum ScreenError {
     /// Settlement did not complete.
     #[error("settlement: {0}")]
     Settlement(String),
+    /// The request conflicts with the terminal's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The ECR interface failed.
+    #[error(transparent)]
+    Ecr(#[from] EcrError),
 }
 
 impl IntoResponse for ScreenError {
@@ -78,6 +95,12 @@ impl IntoResponse for ScreenError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ScreenError::Settlement(_) => StatusCode::BAD_GATEWAY,
+            ScreenError::Conflict(_) => StatusCode::CONFLICT,
+            ScreenError::Ecr(EcrError::Label | EcrError::NoEndpoint) => StatusCode::BAD_REQUEST,
+            ScreenError::Ecr(e) => {
+                tracing::error!("screen: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         (
             status,
@@ -118,6 +141,7 @@ impl Hosts {
 #[derive(Clone)]
 struct App {
     terminal: Terminal,
+    ecr: Option<EcrService>,
     hosts: Arc<Hosts>,
 }
 
@@ -134,10 +158,34 @@ pub async fn serve(
         .await
 }
 
+/// [`serve`], with the ECR interface's controls (card presentation,
+/// pairing, supervisor secret).
+pub async fn serve_with_ecr(
+    ecr: EcrService,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router_with_ecr(ecr, listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// The screen's routes for a server listening on `addr`.
 pub fn router(terminal: Terminal, addr: SocketAddr) -> Router {
+    routes(terminal, None, addr)
+}
+
+/// The screen's routes with the ECR interface's, for a server listening
+/// on `addr`.
+pub fn router_with_ecr(ecr: EcrService, addr: SocketAddr) -> Router {
+    routes(ecr.terminal().clone(), Some(ecr), addr)
+}
+
+fn routes(terminal: Terminal, ecr: Option<EcrService>, addr: SocketAddr) -> Router {
     let app = App {
         terminal,
+        ecr,
         hosts: Arc::new(Hosts::for_address(addr)),
     };
     Router::new()
@@ -149,6 +197,10 @@ pub fn router(terminal: Terminal, addr: SocketAddr) -> Router {
         .route("/api/sale", post(sale))
         .route("/api/settle", post(settle))
         .route("/api/receipt/{id}", get(receipt))
+        .route("/api/present", post(present))
+        .route("/api/pairings", get(pairings).post(pair))
+        .route("/api/pairings/revoke", post(revoke))
+        .route("/api/supervisor", post(supervisor))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -395,6 +447,123 @@ async fn receipt(
     })
 }
 
+impl App {
+    fn ecr(&self) -> Result<&EcrService, ScreenError> {
+        self.ecr.as_ref().ok_or_else(|| {
+            ScreenError::BadRequest("this terminal runs without its ECR interface".into())
+        })
+    }
+}
+
+/// A card presented to the nexo payment waiting for one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresentRequest {
+    /// A card of the test catalog.
+    pub card: String,
+}
+
+async fn present(
+    State(app): State<App>,
+    axum::Json(req): axum::Json<PresentRequest>,
+) -> Result<axum::Json<serde_json::Value>, ScreenError> {
+    match app.ecr()?.present_card(&req.card) {
+        Ok(()) => Ok(axum::Json(serde_json::json!({ "presented": req.card }))),
+        Err(e @ PresentError::UnknownCard(_)) => Err(ScreenError::BadRequest(e.to_string())),
+        Err(e @ PresentError::NobodyWaiting) => Err(ScreenError::Conflict(e.to_string())),
+    }
+}
+
+/// A pairing to make.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairRequest {
+    /// What to call the phone or register.
+    pub label: String,
+}
+
+/// A pairing code as the screen shows it (`POST /api/pairings`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairAnswer {
+    /// The `posnet-pair://` code (it carries the passphrase: a secret).
+    pub code: String,
+    /// SHA-256 of the endpoint's certificate, `AB:CD:...`.
+    pub fingerprint: String,
+    /// nexo `KeyIdentifier`.
+    pub key_identifier: String,
+    /// nexo `KeyVersion`.
+    pub key_version: u64,
+    /// The code as a QR code in SVG.
+    pub qr_svg: String,
+    /// The code as a QR code in text (two rows a line), for terminals.
+    pub qr_text: String,
+}
+
+/// `text` as a QR code: SVG and text. A pairing code (at most 1 KiB) always fits.
+fn qr(text: &str) -> Result<(String, String), ScreenError> {
+    let code = qrcode::QrCode::new(text.as_bytes())
+        .map_err(|e| ScreenError::BadRequest(format!("QR code: {e}")))?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .build();
+    let text = code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .quiet_zone(true)
+        .build();
+    Ok((svg, text))
+}
+
+async fn pair(
+    State(app): State<App>,
+    axum::Json(req): axum::Json<PairRequest>,
+) -> Result<axum::Json<PairAnswer>, ScreenError> {
+    let pairing = app.ecr()?.pair(&req.label)?;
+    let code = pairing.to_code();
+    let (qr_svg, qr_text) = qr(&code)?;
+    Ok(axum::Json(PairAnswer {
+        fingerprint: pairing.fingerprint(),
+        key_identifier: pairing.key_identifier.clone(),
+        key_version: pairing.key_version,
+        code,
+        qr_svg,
+        qr_text,
+    }))
+}
+
+async fn pairings(
+    State(app): State<App>,
+) -> Result<axum::Json<Vec<crate::ecr::store::PairingInfo>>, ScreenError> {
+    Ok(axum::Json(app.ecr()?.pairings()?))
+}
+
+/// A pairing to revoke.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    /// Its `KeyIdentifier`.
+    pub key_identifier: String,
+}
+
+async fn revoke(
+    State(app): State<App>,
+    axum::Json(req): axum::Json<RevokeRequest>,
+) -> Result<axum::Json<serde_json::Value>, ScreenError> {
+    let revoked = app.ecr()?.revoke(&req.key_identifier)?;
+    if revoked == 0 {
+        return Err(ScreenError::BadRequest(format!(
+            "no active pairing with key identifier {:?}",
+            req.key_identifier
+        )));
+    }
+    Ok(axum::Json(serde_json::json!({ "revoked": revoked })))
+}
+
+async fn supervisor(State(app): State<App>) -> Result<axum::Json<serde_json::Value>, ScreenError> {
+    let uri = app.ecr()?.set_supervisor()?;
+    let (_, qr_text) = qr(&uri)?;
+    Ok(axum::Json(
+        serde_json::json!({ "otpauth": uri.as_str(), "qr_text": qr_text }),
+    ))
+}
+
 /// Escapes text for HTML element content and quoted attributes.
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -470,6 +639,23 @@ async fn page(State(app): State<App>) -> Result<Response, ScreenError> {
             pan = esc(&receipt::mask(c.pan)),
         );
     }
+    let nexo = if app.ecr.is_some() {
+        let mut options = String::new();
+        for c in CATALOG {
+            let _ = write!(options, "<option>{}</option>", esc(c.name));
+        }
+        format!(
+            r#"<section id="nexo">
+<h2>Phones and cash registers</h2>
+<p><label>Card for the nexo payment waiting <select id="present-card">{options}</select></label> <button type="button" id="present">Present card</button></p>
+<p><button type="button" id="pair">Pair a phone</button></p>
+<p id="nexo-error" role="alert"></p>
+<div id="pairing" hidden><div id="pairing-qr"></div><p>Certificate fingerprint <code id="pairing-fp"></code></p><p>Pairing code (a secret) <code id="pairing-code"></code></p></div>
+</section>"#
+        )
+    } else {
+        String::new()
+    };
     let title = s
         .merchant_name
         .clone()
@@ -511,6 +697,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .25rem .5rem; text-align: left
 <p id="error" role="alert"></p>
 <div id="result" hidden><h3 id="result-text"></h3><pre id="receipt"></pre></div>
 </section>
+{nexo}
 <section>
 <h2>Recent transactions</h2>
 <table><thead><tr><th>#</th><th>Time (UTC)</th><th>Kind</th><th class="num">Amount</th><th>Card</th><th>Result</th><th>Receipt</th></tr></thead>
@@ -586,6 +773,29 @@ async function pay(card) {{
   }}
 }}
 document.querySelectorAll("#cards button").forEach((b) => b.addEventListener("click", () => pay(b.dataset.card)));
+async function post(path, body) {{
+  const r = await fetch(path, {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: JSON.stringify(body) }});
+  const answer = await r.json();
+  if (!r.ok) throw new Error(answer.error);
+  return answer;
+}}
+if ($("present")) {{
+  $("present").addEventListener("click", async () => {{
+    $("nexo-error").textContent = "";
+    try {{ await post("/api/present", {{ card: $("present-card").value }}); }}
+    catch (e) {{ $("nexo-error").textContent = e.message; }}
+  }});
+  $("pair").addEventListener("click", async () => {{
+    $("nexo-error").textContent = "";
+    try {{
+      const p = await post("/api/pairings", {{ label: "screen " + new Date().toISOString() }});
+      $("pairing-qr").innerHTML = p.qr_svg;
+      $("pairing-fp").textContent = p.fingerprint;
+      $("pairing-code").textContent = p.code;
+      $("pairing").hidden = false;
+    }} catch (e) {{ $("nexo-error").textContent = e.message; }}
+  }});
+}}
 setInterval(refresh, 1000);
 </script>
 </body>
@@ -601,6 +811,7 @@ setInterval(refresh, 1000);
         currency = esc(&currency),
         decimals = s.decimals.unwrap_or(2),
         rows = rows(&txns),
+        nexo = nexo,
     );
     let csp = format!(
         "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
