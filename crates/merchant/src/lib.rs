@@ -13,5 +13,7 @@ pub mod events;
 pub mod host_api;
 pub mod reconcile;
 pub mod reports;
+pub mod session;
 pub mod store;
+pub mod users;
 pub mod webhook;
