@@ -864,11 +864,14 @@ impl EcrService {
         exchange: i64,
     ) -> Result<Done, (ErrorCondition, String)> {
         let (code, amount) = receipt::money(req.amount, currency);
+        // The reader waits before the display asks for the card.
+        let (tx, presented) = oneshot::channel();
+        *lock(&self.inner.card) = Some(tx);
         self.show(
             header,
             &["Present card".to_owned(), format!("{code} {amount}")],
         );
-        let card = match self.wait_for_card(abort).await {
+        let card = match self.wait_for_card(presented, abort).await {
             Ok(card) => card,
             Err((condition, reason)) => {
                 let text = if condition == ErrorCondition::Aborted {
@@ -943,16 +946,16 @@ impl EcrService {
 
     async fn wait_for_card(
         &self,
+        presented: oneshot::Receiver<&'static TestCard>,
         abort: oneshot::Receiver<String>,
     ) -> Result<&'static TestCard, (ErrorCondition, String)> {
         if let Some(card) = self.inner.config.present_card {
+            lock(&self.inner.card).take();
             return Ok(card);
         }
-        let (tx, rx) = oneshot::channel();
-        *lock(&self.inner.card) = Some(tx);
         let timeout = self.inner.config.card_timeout;
         let result = tokio::select! {
-            card = rx => card.map_err(|_| (ErrorCondition::Cancel, "the card reader went away".to_owned())),
+            card = presented => card.map_err(|_| (ErrorCondition::Cancel, "the card reader went away".to_owned())),
             Ok(reason) = abort => Err((ErrorCondition::Aborted, format!("aborted by the Sale system ({reason})"))),
             _ = tokio::time::sleep(timeout) => Err((
                 ErrorCondition::Cancel,

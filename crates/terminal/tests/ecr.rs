@@ -1,0 +1,1164 @@
+//! The terminal's nexo ECR interface end to end: real TLS on loopback with
+//! the terminal's own certificate pinned by its fingerprint, secured
+//! messages under pairing keys, real SQLite files, and a real posnet host
+//! over mutual TLS behind the terminal.
+
+use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
+use host::runtime::{HostData, RunningHost, ServeOptions, start};
+use ledger::GroupCommitConfig;
+use nexo::inbound::{Security, parse_request, parse_response};
+use nexo::message::{RequestBody, ResponseBody, SaleToPoiResponse};
+use nexo::pairing::Pairing;
+use nexo::wire::{ErrorCondition, EventToNotify, ResultType};
+use paycrypto::nexo::NexoKey;
+use pki::{InitOptions, MasterKey};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use terminal::card::{CATALOG, test_card_named};
+use terminal::ecr::server::{ServerOptions, serve};
+use terminal::ecr::supervisor::{DIGITS, STEP_SECS, Totp};
+use terminal::ecr::tls::EcrCertificate;
+use terminal::ecr::{EcrConfig, EcrService, Endpoint, Link};
+use terminal::{Terminal, TerminalOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+const MERCHANT: &str = "M00000000000001";
+const TID: &str = "T0000001";
+
+/// A phone's or cash register's view of the terminal.
+struct Client {
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    key: NexoKey,
+    pairing: Pairing,
+}
+
+/// Accepts exactly the certificate whose SHA-256 the pairing code carries.
+#[derive(Debug)]
+struct Pinned {
+    sha256: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if pki::tls::fingerprint(end_entity) == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "certificate is not the paired one".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl Client {
+    fn new(addr: SocketAddr, pairing: Pairing) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                sha256: pairing.cert_sha256,
+                provider,
+            }))
+            .with_no_client_auth();
+        Client {
+            addr,
+            tls: Arc::new(tls),
+            key: pairing.key().unwrap(),
+            pairing,
+        }
+    }
+
+    async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    /// POSTs `body` to `path` as Adyen's library does (chunked, with an
+    /// `X-API-Key`); the status and the body of the answer.
+    async fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut tls = self.connect().await;
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nX-API-Key: ignored\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        for chunk in body.chunks(1000) {
+            request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            request.extend_from_slice(chunk);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        // A server refusing a large body may close before reading it all.
+        let _ = tls.write_all(&request).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(120), tls.read_to_end(&mut answer))
+            .await
+            .expect("the terminal answers");
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP answer");
+        let head = String::from_utf8_lossy(&answer[..split]).to_string();
+        let status = head[9..12].parse().unwrap();
+        (status, answer[split + 4..].to_vec())
+    }
+
+    /// Sends a request secured under the pairing's key; the answer, opened.
+    async fn send(&self, request: &Value) -> SaleToPoiResponse {
+        let sealed = paycrypto::nexo::encrypt(&self.key, request.to_string().as_bytes()).unwrap();
+        let (status, body) = self.post_raw("/nexo/", sealed.as_bytes()).await;
+        assert_eq!(status, 200);
+        parse_response(&body, Security::Required(&self.key))
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
+            .message
+    }
+
+    /// Sends bytes as they are; the answer's bytes.
+    async fn send_bytes(&self, body: &[u8]) -> Vec<u8> {
+        let (status, body) = self.post_raw("/nexo", body).await;
+        assert_eq!(status, 200);
+        body
+    }
+}
+
+fn header(category: &str, service_id: &str) -> Value {
+    json!({
+        "ProtocolVersion": "3.0",
+        "MessageClass": "Service",
+        "MessageCategory": category,
+        "MessageType": "Request",
+        "ServiceID": service_id,
+        "SaleID": "ECR-1",
+        "POIID": TID,
+    })
+}
+
+fn request(category: &str, service_id: &str, body: Value) -> Value {
+    json!({ "SaleToPOIRequest": {
+        "MessageHeader": header(category, service_id),
+        format!("{category}Request"): body,
+    }})
+}
+
+fn payment(service_id: &str, amount: f64, extra: Value) -> Value {
+    let mut body = json!({
+        "SaleData": {
+            "SaleTransactionID": { "TransactionID": service_id, "TimeStamp": "2025-03-14T09:26:53.000Z" },
+            "OperatorID": "cashier-7"
+        },
+        "PaymentTransaction": { "AmountsReq": { "Currency": "CNY", "RequestedAmount": amount } },
+    });
+    merge(&mut body, extra);
+    request("Payment", service_id, body)
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        for (k, v) in from {
+            match into.get_mut(&k) {
+                Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                _ => {
+                    into.insert(k, v);
+                }
+            }
+        }
+    }
+}
+
+fn response_of(r: &SaleToPoiResponse) -> &nexo::model::Response {
+    r.body.response()
+}
+
+fn additional(r: &SaleToPoiResponse) -> String {
+    response_of(r)
+        .additional_response
+        .clone()
+        .unwrap_or_default()
+}
+
+fn condition(r: &SaleToPoiResponse) -> Option<ErrorCondition> {
+    response_of(r).error_condition
+}
+
+fn payment_body(r: &SaleToPoiResponse) -> &nexo::model::PaymentResponse {
+    match &r.body {
+        ResponseBody::Payment(p) => p,
+        other => panic!("not a payment response: {other:?}"),
+    }
+}
+
+fn transaction_id(r: &SaleToPoiResponse) -> String {
+    let poi = match &r.body {
+        ResponseBody::Payment(p) => p.poi_data.as_ref(),
+        ResponseBody::Reversal(p) => p.poi_data.as_ref(),
+        other => panic!("no POIData in {other:?}"),
+    };
+    poi.unwrap().poi_transaction_id.transaction_id.clone()
+}
+
+/// Supervisor codes: a fresh step for every use (a code is accepted once).
+struct Supervisor {
+    totp: Totp,
+    last: AtomicU64,
+}
+
+impl Supervisor {
+    fn from_uri(uri: &str) -> Self {
+        let secret = uri
+            .split("secret=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(secret.as_bytes())
+            .unwrap();
+        Supervisor {
+            totp: Totp::new(bytes),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// A code the terminal accepts now: the current step's, or the next
+    /// step's when the current one was used (one step ahead is allowed).
+    fn code(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / STEP_SECS;
+        let step = now.max(self.last.load(Ordering::SeqCst) + 1);
+        self.last.store(step, Ordering::SeqCst);
+        format!("{:06}", self.totp.code(step, DIGITS))
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    data: HostData,
+    _host: RunningHost,
+    bundle: pki::EnrollmentBundle,
+    terminal: Terminal,
+    ecr: EcrService,
+    addr: SocketAddr,
+    sha256: [u8; 32],
+    config: EcrConfig,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    stop_terminal: tokio::sync::watch::Sender<bool>,
+}
+
+fn card_spec(c: &terminal::card::TestCard) -> CardSpec {
+    CardSpec {
+        pan: c.pan.into(),
+        expiry: c.expiry.into(),
+        pin: c.pin.map(Into::into),
+        kind: "card".into(),
+        balance: c.balance,
+        per_txn_limit: c.per_txn_limit,
+        daily_limit: 1_000_000,
+        currency: 156,
+        status: c.status.into(),
+        holder: c.name.into(),
+    }
+}
+
+fn terminal_options(dir: &std::path::Path) -> TerminalOptions {
+    TerminalOptions {
+        data_dir: dir.join("terminal"),
+        response_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+    }
+}
+
+impl World {
+    async fn start(config: EcrConfig, allow_plain: bool) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let master_path = dir.path().join("master.key");
+        master.write_to(&master_path).unwrap();
+        pki::Deployment::init(
+            &dir.path().join("deployment"),
+            &master,
+            &InitOptions::default(),
+        )
+        .unwrap();
+        let data = HostData::open(
+            &dir.path().join("host"),
+            &dir.path().join("deployment"),
+            master,
+            GroupCommitConfig::default(),
+        )
+        .unwrap();
+        let host = start(
+            &data,
+            &ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                limits: Default::default(),
+                echo_interval: 60,
+            },
+        )
+        .await
+        .unwrap();
+        let prepared = admin::prepare_enrollment(
+            &data.deployment,
+            TerminalSpec {
+                terminal_id: TID.into(),
+                merchant_id: MERCHANT.into(),
+                max_amount: 60_000,
+                offline_floor: 0,
+                hosts: vec![host.addr.to_string()],
+            },
+        )
+        .unwrap();
+        let issuer = data.issuer.clone();
+        let master2 = MasterKey::from_file(&master_path).unwrap();
+        let bundle = data
+            .ledger
+            .submit(move |tx| -> Result<_, admin::AdminError> {
+                let merchant = MerchantSpec {
+                    fee_bps: 0,
+                    merchant_id: MERCHANT.into(),
+                    name: "Corner Shop".into(),
+                    currency: 156,
+                    max_amount: 500_000,
+                    webhook_url: None,
+                    webhook_secret: None,
+                    api_key: None,
+                };
+                admin::add_merchant(tx, &merchant, &master2, 0)?;
+                for c in CATALOG {
+                    admin::add_card(tx, &card_spec(c), &issuer, &master2, 0)?;
+                }
+                admin::enroll(tx, prepared, 0)
+            })
+            .await
+            .unwrap();
+        let (terminal, stop_terminal) = open_terminal(&dir, &data, &bundle).await;
+        let (ecr, addr, sha256, stop_server, server) =
+            start_ecr(&terminal, &dir, config.clone(), allow_plain).await;
+        World {
+            dir,
+            data,
+            _host: host,
+            bundle,
+            terminal,
+            ecr,
+            addr,
+            sha256,
+            config,
+            stop_server: Some(stop_server),
+            server: Some(server),
+            stop_terminal,
+        }
+    }
+
+    fn client(&self, label: &str) -> Client {
+        let pairing = self.ecr.pair(label).unwrap();
+        Client::new(self.addr, pairing)
+    }
+
+    fn host_count(&self, sql: &str) -> i64 {
+        self.data
+            .reader()
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    async fn wait_display(&self, text: &str) {
+        let mut status = self.terminal.status();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !status.borrow().display.starts_with(text) {
+                status.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the terminal shows {text:?}"));
+    }
+
+    /// The terminal's process ends (server stopped, nothing else said) and
+    /// starts again from its data directory, on a new port.
+    async fn restart(&mut self) {
+        self.stop_server.take().unwrap().send(()).unwrap();
+        self.server.take().unwrap().await.unwrap().unwrap();
+        self.stop_terminal.send(true).unwrap();
+        let (terminal, stop) = open_terminal(&self.dir, &self.data, &self.bundle).await;
+        let (ecr, addr, sha256, stop_server, server) =
+            start_ecr(&terminal, &self.dir, self.config.clone(), false).await;
+        assert_eq!(sha256, self.sha256, "the certificate is kept");
+        self.terminal = terminal;
+        self.stop_terminal = stop;
+        self.ecr = ecr;
+        self.addr = addr;
+        self.stop_server = Some(stop_server);
+        self.server = Some(server);
+    }
+}
+
+async fn open_terminal(
+    dir: &tempfile::TempDir,
+    data: &HostData,
+    bundle: &pki::EnrollmentBundle,
+) -> (Terminal, tokio::sync::watch::Sender<bool>) {
+    let terminal = Terminal::open(
+        bundle.clone(),
+        data.deployment.ktk().expose(),
+        terminal_options(dir.path()),
+    )
+    .unwrap();
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let t = terminal.clone();
+    tokio::spawn(async move { t.supervise(watch).await });
+    let mut status = terminal.status();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !status.borrow().online {
+            status.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the terminal signs on");
+    (terminal, stop)
+}
+
+async fn start_ecr(
+    terminal: &Terminal,
+    dir: &tempfile::TempDir,
+    mut config: EcrConfig,
+    allow_plain: bool,
+) -> (
+    EcrService,
+    SocketAddr,
+    [u8; 32],
+    tokio::sync::oneshot::Sender<()>,
+    JoinHandle<std::io::Result<()>>,
+) {
+    let cert = EcrCertificate::load_or_create(&dir.path().join("terminal"), &[]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    config.endpoint = Some(Endpoint {
+        host: "127.0.0.1".into(),
+        port: addr.port(),
+        cert_sha256: cert.sha256(),
+    });
+    let ecr = EcrService::new(terminal.clone(), config).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        ecr.clone(),
+        listener,
+        cert.server_config().unwrap(),
+        ServerOptions {
+            allow_plain,
+            ..ServerOptions::default()
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (ecr, addr, cert.sha256(), stop, server)
+}
+
+fn auto(card: &str) -> EcrConfig {
+    EcrConfig {
+        present_card: test_card_named(card),
+        ..EcrConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_payment_status_refund_reversal_diagnosis_logout() {
+    let w = World::start(auto("approved"), false).await;
+    let phone = w.client("till 1");
+    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap());
+
+    let login = phone
+        .send(&request(
+            "Login",
+            "L1",
+            json!({
+                "DateTime": "2025-03-14T08:00:00+01:00",
+                "SaleSoftware": { "ApplicationName": "Till", "SoftwareVersion": "4.2.0", "CertificationCode": "none" },
+                "OperatorLanguage": "en",
+                "OperatorID": "cashier-7",
+            }),
+        ))
+        .await;
+    assert_eq!(response_of(&login).result, ResultType::Success);
+    assert_eq!(login.header.service_id.as_deref(), Some("L1"));
+
+    let sale = phone.send(&payment("P1", 12.5, json!({}))).await;
+    assert_eq!(response_of(&sale).result, ResultType::Success, "{sale:?}");
+    let p = payment_body(&sale);
+    let result = p.payment_result.as_ref().unwrap();
+    let card = result
+        .payment_instrument_data
+        .as_ref()
+        .unwrap()
+        .card_data
+        .as_ref()
+        .unwrap();
+    assert_eq!(card.masked_pan.as_deref(), Some("620000******0005"));
+    let acquirer = result.payment_acquirer_data.as_ref().unwrap();
+    assert_eq!(acquirer.acquirer_poi_id, TID);
+    assert!(acquirer.approval_code.is_some());
+    assert_eq!(
+        acquirer
+            .acquirer_transaction_id
+            .as_ref()
+            .unwrap()
+            .transaction_id
+            .len(),
+        12
+    );
+    assert_eq!(
+        result
+            .amounts_resp
+            .as_ref()
+            .unwrap()
+            .authorized_amount
+            .to_string(),
+        "12.5"
+    );
+    assert_eq!(
+        p.payment_receipt.len(),
+        2,
+        "cashier's and customer's receipts"
+    );
+    let sale_id = transaction_id(&sale);
+    assert!(sale_id.contains('.'), "{sale_id}");
+    let wire = nexo::ToJson::to_json(&sale);
+    assert!(
+        !wire.contains("6200000000000005"),
+        "never a full card number"
+    );
+
+    // The answer is repeated, receipts only when asked for.
+    let status = phone
+        .send(&request(
+            "TransactionStatus",
+            "Q1",
+            json!({ "MessageReference": { "MessageCategory": "Payment", "ServiceID": "P1", "SaleID": "ECR-1" } }),
+        ))
+        .await;
+    assert_eq!(response_of(&status).result, ResultType::Success);
+    let ResponseBody::TransactionStatus(ts) = &status.body else {
+        panic!()
+    };
+    let repeated = ts.repeated_message_response.as_ref().unwrap();
+    assert_eq!(repeated.message_header.service_id.as_deref(), Some("P1"));
+    let mut original = p.clone();
+    original.payment_receipt.clear();
+    assert_eq!(
+        repeated
+            .repeated_response_message_body
+            .payment_response
+            .as_ref(),
+        Some(&original)
+    );
+    // Without a MessageReference: the last payment.
+    let last = phone
+        .send(&request(
+            "TransactionStatus",
+            "Q2",
+            json!({ "ReceiptReprintFlag": true }),
+        ))
+        .await;
+    let ResponseBody::TransactionStatus(ts) = &last.body else {
+        panic!()
+    };
+    assert_eq!(
+        ts.repeated_message_response
+            .as_ref()
+            .unwrap()
+            .repeated_response_message_body
+            .payment_response
+            .as_ref(),
+        Some(p)
+    );
+
+    // A repeated ServiceID is refused and nothing is charged again.
+    let sales_before = w.host_count("SELECT count(*) FROM journal WHERE kind = 'sale'");
+    let again = phone.send(&payment("P1", 12.5, json!({}))).await;
+    assert_eq!(response_of(&again).result, ResultType::Failure);
+    assert!(
+        additional(&again).contains("repeated+ServiceID"),
+        "{}",
+        additional(&again)
+    );
+    assert_eq!(
+        w.host_count("SELECT count(*) FROM journal WHERE kind = 'sale'"),
+        sales_before
+    );
+
+    // A refund of the sale, with the supervisor's code.
+    let refund = phone
+        .send(&payment(
+            "R1",
+            2.5,
+            json!({
+                "SaleData": { "SaleToAcquirerData": format!("supervisorCode={}", supervisor.code()) },
+                "PaymentTransaction": { "OriginalPOITransaction": { "POITransactionID": { "TransactionID": sale_id, "TimeStamp": "2025-03-14T09:26:58Z" } } },
+                "PaymentData": { "PaymentType": "Refund" },
+            }),
+        ))
+        .await;
+    assert_eq!(
+        response_of(&refund).result,
+        ResultType::Success,
+        "{}",
+        additional(&refund)
+    );
+    assert!(
+        !nexo::ToJson::to_json(&refund).contains("supervisorCode"),
+        "the code is not echoed"
+    );
+    assert_eq!(
+        w.host_count("SELECT count(*) FROM journal WHERE kind = 'refund' AND response_code = '00'"),
+        1
+    );
+
+    // A second sale, reversed (voided) with the card that paid.
+    let second = phone.send(&payment("P2", 30.0, json!({}))).await;
+    assert_eq!(response_of(&second).result, ResultType::Success);
+    let reversal = phone
+        .send(&request(
+            "Reversal",
+            "V1",
+            json!({
+                "OriginalPOITransaction": { "POITransactionID": { "TransactionID": transaction_id(&second), "TimeStamp": "2025-03-14T09:30:00Z" } },
+                "ReversalReason": "MerchantCancel",
+                "SaleData": {
+                    "SaleTransactionID": { "TransactionID": "V1", "TimeStamp": "2025-03-14T09:31:00Z" },
+                    "SaleToAcquirerData": format!("supervisorCode={}", supervisor.code()),
+                },
+            }),
+        ))
+        .await;
+    assert_eq!(
+        response_of(&reversal).result,
+        ResultType::Success,
+        "{}",
+        additional(&reversal)
+    );
+    let ResponseBody::Reversal(r) = &reversal.body else {
+        panic!()
+    };
+    assert_eq!(r.reversed_amount.unwrap().to_string(), "30");
+    assert_eq!(
+        w.host_count("SELECT count(*) FROM journal WHERE kind = 'sale' AND state = 'voided'"),
+        1
+    );
+    // The reversal's answer is repeated too.
+    let status = phone
+        .send(&request(
+            "TransactionStatus",
+            "Q3",
+            json!({ "MessageReference": { "ServiceID": "V1" } }),
+        ))
+        .await;
+    let ResponseBody::TransactionStatus(ts) = &status.body else {
+        panic!()
+    };
+    assert!(
+        ts.repeated_message_response
+            .as_ref()
+            .unwrap()
+            .repeated_response_message_body
+            .reversal_response
+            .is_some()
+    );
+
+    let diagnosis = phone
+        .send(&request(
+            "Diagnosis",
+            "D1",
+            json!({ "HostDiagnosisFlag": true }),
+        ))
+        .await;
+    let ResponseBody::Diagnosis(d) = &diagnosis.body else {
+        panic!()
+    };
+    assert_eq!(d.logged_sale_id, vec!["ECR-1".to_string()]);
+    assert_eq!(d.host_status.len(), 1);
+    assert_eq!(d.host_status[0].is_reachable_flag, Some(true));
+    assert_eq!(
+        d.response.additional_response.as_deref(),
+        Some("signedOn=true&pendingAdvices=0")
+    );
+    let logout = phone
+        .send(&request(
+            "Logout",
+            "O1",
+            json!({ "MaintenanceAllowed": true }),
+        ))
+        .await;
+    assert_eq!(response_of(&logout).result, ResultType::Success);
+    let diagnosis = phone.send(&request("Diagnosis", "D2", json!({}))).await;
+    let ResponseBody::Diagnosis(d) = &diagnosis.body else {
+        panic!()
+    };
+    assert!(d.logged_sale_id.is_empty());
+
+    // Unknown exchanges.
+    let unknown = phone
+        .send(&request(
+            "TransactionStatus",
+            "Q4",
+            json!({ "MessageReference": { "ServiceID": "nope" } }),
+        ))
+        .await;
+    assert_eq!(condition(&unknown), Some(ErrorCondition::NotFound));
+    let unknown = phone
+        .send(&request(
+            "Reversal",
+            "V2",
+            json!({
+                "OriginalPOITransaction": { "POITransactionID": { "TransactionID": "000001.999999", "TimeStamp": "2025-03-14T09:30:00Z" } },
+                "ReversalReason": "MerchantCancel",
+            }),
+        ))
+        .await;
+    assert_eq!(condition(&unknown), Some(ErrorCondition::NotFound));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_code_missing_wrong_or_unset_sends_nothing() {
+    let w = World::start(auto("approved"), false).await;
+    let phone = w.client("till 1");
+    let sale = phone.send(&payment("P1", 10.0, json!({}))).await;
+    let original = json!({ "POITransactionID": { "TransactionID": transaction_id(&sale), "TimeStamp": "2025-03-14T09:26:58Z" } });
+    let refund = |service_id: &str, data: Option<String>| {
+        let mut extra = json!({
+            "PaymentTransaction": { "OriginalPOITransaction": original.clone() },
+            "PaymentData": { "PaymentType": "Refund" },
+        });
+        if let Some(data) = data {
+            merge(
+                &mut extra,
+                json!({ "SaleData": { "SaleToAcquirerData": data } }),
+            );
+        }
+        payment(service_id, 5.0, extra)
+    };
+    let rows = || w.host_count("SELECT count(*) FROM journal");
+    let before = rows();
+
+    let unset = phone
+        .send(&refund("R0", Some("supervisorCode=123456".into())))
+        .await;
+    assert_eq!(condition(&unset), Some(ErrorCondition::Refusal));
+    assert!(
+        additional(&unset).contains("none+is+configured"),
+        "{}",
+        additional(&unset)
+    );
+
+    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap());
+    let missing = phone.send(&refund("R1", None)).await;
+    assert_eq!(condition(&missing), Some(ErrorCondition::Refusal));
+    assert!(additional(&missing).contains("supervisor+code+is+required"));
+    let good = supervisor.code();
+    let wrong = format!("{:06}", (good.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let wrong = phone
+        .send(&refund("R2", Some(format!("supervisorCode={wrong}"))))
+        .await;
+    assert_eq!(condition(&wrong), Some(ErrorCondition::Refusal));
+    assert!(additional(&wrong).contains("supervisor+code+is+wrong"));
+    let reversal = phone
+        .send(&request(
+            "Reversal",
+            "V1",
+            json!({ "OriginalPOITransaction": original.clone(), "ReversalReason": "MerchantCancel" }),
+        ))
+        .await;
+    assert_eq!(condition(&reversal), Some(ErrorCondition::Refusal));
+    assert_eq!(rows(), before, "nothing reached the host");
+
+    // The right code works once.
+    let ok = phone
+        .send(&refund("R3", Some(format!("a=b&supervisorCode={good}"))))
+        .await;
+    assert_eq!(
+        response_of(&ok).result,
+        ResultType::Success,
+        "{}",
+        additional(&ok)
+    );
+    let replay = phone
+        .send(&refund("R4", Some(format!("supervisorCode={good}"))))
+        .await;
+    assert_eq!(condition(&replay), Some(ErrorCondition::Refusal));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_unsupported_busy_in_progress_abort_and_card_timeout() {
+    let w = World::start(EcrConfig::default(), false).await;
+    let phone = Arc::new(w.client("till 1"));
+    let over = phone.send(&payment("P0", 600.01, json!({}))).await;
+    assert_eq!(condition(&over), Some(ErrorCondition::Refusal));
+    assert_eq!(
+        additional(&over),
+        "message=amount+600.01+CNY+exceeds+the+terminal+limit+of+600+CNY"
+    );
+    let cash = phone
+        .send(&payment(
+            "P00",
+            1.0,
+            json!({ "PaymentData": { "PaymentType": "CashAdvance" } }),
+        ))
+        .await;
+    assert_eq!(condition(&cash), Some(ErrorCondition::NotAllowed));
+    let other = phone
+        .send(&request("CardAcquisition", "C0", json!({
+            "SaleData": { "SaleTransactionID": { "TransactionID": "1", "TimeStamp": "2025-03-14T09:26:40Z" } },
+            "CardAcquisitionTransaction": {}
+        })))
+        .await;
+    assert_eq!(condition(&other), Some(ErrorCondition::NotAllowed));
+    let rows = w.host_count("SELECT count(*) FROM journal");
+
+    // A payment waits for its card; meanwhile the terminal is busy.
+    let first = {
+        let phone = phone.clone();
+        tokio::spawn(async move { phone.send(&payment("P1", 10.0, json!({}))).await })
+    };
+    w.wait_display("Present card").await;
+    let busy = phone.send(&payment("P2", 10.0, json!({}))).await;
+    assert_eq!(condition(&busy), Some(ErrorCondition::Busy));
+    let status = phone
+        .send(&request(
+            "TransactionStatus",
+            "Q1",
+            json!({ "MessageReference": { "ServiceID": "P1" } }),
+        ))
+        .await;
+    assert_eq!(condition(&status), Some(ErrorCondition::InProgress));
+    assert_eq!(
+        additional(&status),
+        "message=the+payment+is+waiting+for+the+card"
+    );
+    // The abort has no answer of its own; the payment answers Aborted.
+    let abort = request(
+        "Abort",
+        "A1",
+        json!({ "AbortReason": "MerchantAbort", "MessageReference": { "MessageCategory": "Payment", "ServiceID": "P1", "SaleID": "ECR-1" } }),
+    );
+    let sealed = paycrypto::nexo::encrypt(&phone.key, abort.to_string().as_bytes()).unwrap();
+    assert!(phone.send_bytes(sealed.as_bytes()).await.is_empty());
+    let aborted = first.await.unwrap();
+    assert_eq!(condition(&aborted), Some(ErrorCondition::Aborted));
+    assert!(additional(&aborted).contains("MerchantAbort"));
+    assert_eq!(w.host_count("SELECT count(*) FROM journal"), rows);
+
+    // A card presented through the screen's API reaches the waiting payment.
+    let second = {
+        let phone = phone.clone();
+        tokio::spawn(async move { phone.send(&payment("P3", 10.0, json!({}))).await })
+    };
+    w.wait_display("Present card").await;
+    assert!(w.ecr.present_card("no-such-card").is_err());
+    w.ecr.present_card("insufficient_funds").unwrap();
+    let declined = second.await.unwrap();
+    assert_eq!(condition(&declined), Some(ErrorCondition::Refusal));
+    assert_eq!(
+        additional(&declined),
+        "message=insufficient+funds&responseCode=51"
+    );
+    assert!(w.ecr.present_card("approved").is_err(), "nobody waits now");
+    drop(w);
+
+    // Nobody presents a card: the payment ends when the wait does.
+    let w = World::start(
+        EcrConfig {
+            card_timeout: Duration::from_millis(300),
+            ..EcrConfig::default()
+        },
+        false,
+    )
+    .await;
+    let phone = w.client("till 1");
+    let timed_out = phone.send(&payment("P1", 10.0, json!({}))).await;
+    assert_eq!(condition(&timed_out), Some(ErrorCondition::Cancel));
+    assert!(additional(&timed_out).contains("no+card+presented"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_survive_a_restart_and_interrupted_exchanges_are_answered() {
+    let mut w = World::start(auto("approved"), false).await;
+    let pairing = w.ecr.pair("till 1").unwrap();
+    let phone = Client::new(w.addr, pairing.clone());
+    let sale = phone.send(&payment("P1", 12.5, json!({}))).await;
+    assert_eq!(response_of(&sale).result, ResultType::Success);
+    // An exchange recorded and never answered, as if the terminal had
+    // stopped while it waited for the card.
+    let store = terminal::ecr::store::Store::open(&w.dir.path().join("terminal")).unwrap();
+    store
+        .reserve(
+            "ECR-1",
+            "P9",
+            nexo::wire::MessageCategory::Payment,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .unwrap();
+    drop(store);
+    w.restart().await;
+
+    let phone = Client::new(w.addr, pairing);
+    let status = phone
+        .send(&request(
+            "TransactionStatus",
+            "Q1",
+            json!({ "MessageReference": { "ServiceID": "P1" }, "ReceiptReprintFlag": true }),
+        ))
+        .await;
+    let ResponseBody::TransactionStatus(ts) = &status.body else {
+        panic!()
+    };
+    assert_eq!(
+        ts.repeated_message_response
+            .as_ref()
+            .unwrap()
+            .repeated_response_message_body
+            .payment_response
+            .as_ref(),
+        Some(payment_body(&sale)),
+        "the same answer after a restart"
+    );
+    let again = phone.send(&payment("P1", 12.5, json!({}))).await;
+    assert!(additional(&again).contains("repeated+ServiceID"));
+    let interrupted = phone
+        .send(&request(
+            "TransactionStatus",
+            "Q2",
+            json!({ "MessageReference": { "ServiceID": "P9" } }),
+        ))
+        .await;
+    let ResponseBody::TransactionStatus(ts) = &interrupted.body else {
+        panic!("{interrupted:?}")
+    };
+    let repeated = ts
+        .repeated_message_response
+        .as_ref()
+        .unwrap()
+        .repeated_response_message_body
+        .payment_response
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        repeated.response.error_condition,
+        Some(ErrorCondition::Aborted)
+    );
+}
+
+fn reject_of(bytes: &[u8]) -> nexo::model::EventNotification {
+    let message = parse_request(bytes, Security::Plain)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+        .message;
+    match message.body {
+        RequestBody::Event(e) => {
+            assert_eq!(e.event_to_notify, EventToNotify::Reject);
+            e
+        }
+        other => panic!("not a rejection: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_revocation_plain_messages_and_the_certificate() {
+    let w = World::start(auto("approved"), false).await;
+    let phone = w.client("till 1");
+    assert_eq!(phone.pairing.cert_sha256, w.sha256);
+    assert_eq!(phone.pairing.poi_id, TID);
+
+    // The certificate served is the one the pairing code names.
+    let tls = phone.connect().await;
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(pki::tls::fingerprint(&served), phone.pairing.cert_sha256);
+    drop(tls);
+
+    let diagnosis = request("Diagnosis", "D1", json!({}));
+    let ok = phone.send(&diagnosis).await;
+    assert_eq!(response_of(&ok).result, ResultType::Success);
+
+    // A key the terminal never paired.
+    let stranger = NexoKey::derive("not paired", "stranger", 1).unwrap();
+    let sealed = paycrypto::nexo::encrypt(
+        &stranger,
+        request("Diagnosis", "D2", json!({})).to_string().as_bytes(),
+    )
+    .unwrap();
+    let reject = reject_of(&phone.send_bytes(sealed.as_bytes()).await);
+    assert!(reject.event_details.unwrap().contains("stranger"));
+    // The right key identifier with the wrong passphrase: the HMAC fails.
+    let forged = NexoKey::derive("guessed", &phone.pairing.key_identifier, 1).unwrap();
+    let sealed = paycrypto::nexo::encrypt(
+        &forged,
+        request("Diagnosis", "D3", json!({})).to_string().as_bytes(),
+    )
+    .unwrap();
+    reject_of(&phone.send_bytes(sealed.as_bytes()).await);
+    // Plain where security is required.
+    let plain = phone
+        .send_bytes(request("Payment", "D4", json!({})).to_string().as_bytes())
+        .await;
+    reject_of(&plain);
+    // Plain from a peer off this machine, even with plain allowed.
+    let far = w
+        .ecr
+        .handle(
+            request("Diagnosis", "D5", json!({})).to_string().as_bytes(),
+            Link::tcp("192.0.2.10:50000".parse().unwrap(), true),
+        )
+        .await;
+    reject_of(&far);
+    // Revocation takes effect at the next message.
+    assert_eq!(w.ecr.revoke(&phone.pairing.key_identifier).unwrap(), 1);
+    let sealed = paycrypto::nexo::encrypt(
+        &phone.key,
+        request("Diagnosis", "D6", json!({})).to_string().as_bytes(),
+    )
+    .unwrap();
+    reject_of(&phone.send_bytes(sealed.as_bytes()).await);
+    assert!(
+        w.ecr
+            .notifications(&phone.pairing.key_identifier, 1)
+            .is_err()
+    );
+    assert!(w.ecr.pairings().unwrap()[0].revoked_at.is_some());
+    // A body over 64 KiB is refused before it is read whole.
+    let (status, _) = phone.post_raw("/nexo", &vec![b' '; 70 * 1024]).await;
+    assert_eq!(status, 413);
+    drop(w);
+
+    // With --nexo-allow-plain, plain messages from loopback are served.
+    let w = World::start(auto("approved"), true).await;
+    let phone = w.client("till 2");
+    let plain = phone
+        .send_bytes(request("Diagnosis", "D1", json!({})).to_string().as_bytes())
+        .await;
+    let answer = parse_response(&plain, Security::Plain).unwrap();
+    assert!(!answer.secured);
+    assert_eq!(response_of(&answer.message).result, ResultType::Success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paired_phone_follows_a_payment_over_websocket() {
+    let w = World::start(auto("approved"), false).await;
+    let phone = w.client("phone");
+    let stranger = tokio_tungstenite::client_async(
+        "wss://localhost/nexo/events?kid=stranger&kv=1",
+        phone.connect().await,
+    )
+    .await;
+    match stranger {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("an unknown key subscribes: {:?}", other.map(|_| ())),
+    }
+    let url = format!(
+        "wss://localhost/nexo/events?kid={}&kv={}",
+        phone.pairing.key_identifier, phone.pairing.key_version
+    );
+    let (mut socket, _) = tokio_tungstenite::client_async(url, phone.connect().await)
+        .await
+        .unwrap();
+    let sale = phone.send(&payment("P1", 12.5, json!({}))).await;
+    assert_eq!(response_of(&sale).result, ResultType::Success);
+
+    use futures_util::StreamExt;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|s: &String| s.starts_with("APPROVED")) {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("notifications arrive")
+            .unwrap()
+            .unwrap();
+        let text = message.into_text().unwrap();
+        let note = parse_request(text.as_bytes(), Security::Required(&phone.key)).unwrap();
+        assert!(note.secured, "secured under the pairing's key");
+        assert_eq!(note.message.header.service_id.as_deref(), Some("P1"));
+        match note.message.body {
+            RequestBody::Display(d) => seen.push(
+                d.display_output[0]
+                    .output_content
+                    .output_text
+                    .iter()
+                    .filter_map(|t| t.text.clone())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            RequestBody::Event(e) => seen.push(format!(
+                "{} {}",
+                e.event_to_notify,
+                e.event_details.unwrap_or_default()
+            )),
+            other => panic!("unexpected notification {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "Present card CNY 12.50",
+            "CardInserted step=pinEntry",
+            "Enter PIN",
+            "Processing",
+            "APPROVED"
+        ]
+    );
+}
