@@ -89,12 +89,12 @@ pub enum PhoneError {
     )]
     UnknownOriginal(String),
     /// Nothing reached the terminal.
-    #[error("{source} (gave up after {attempts} attempt(s))")]
+    #[error("{last} (gave up after {attempts} attempt(s))")]
     Unreachable {
         /// Attempts made.
         attempts: u32,
         /// The last failure.
-        source: TransportError,
+        last: TransportError,
     },
     /// The terminal rejected the message without acting on it, for its
     /// security (a key it does not accept).
@@ -237,6 +237,98 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// What a cashier or a script needs of the outcome.
+    pub fn summary(&self) -> Summary {
+        Summary::of(
+            &self.service_id,
+            &self.response.body,
+            self.recovered.clone(),
+        )
+    }
+}
+
+/// An answer as the phone shows it (and `--json` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// `ServiceID` of the request answered.
+    pub service_id: String,
+    /// `MessageCategory` (`Payment`, `Reversal`, ...).
+    pub category: String,
+    /// `Result`.
+    pub result: String,
+    /// `ErrorCondition` of a failure.
+    pub error_condition: Option<String>,
+    /// The terminal's outcome in a line.
+    pub reason: String,
+    /// What to do about a failure.
+    pub advice: Option<String>,
+    /// Amount authorized or reversed (`12.50 EUR`).
+    pub amount: Option<String>,
+    /// `POITransactionID`.
+    pub poi_transaction_id: Option<String>,
+    /// Its time stamp.
+    pub poi_transaction_time: Option<String>,
+    /// `ApprovalCode`.
+    pub approval_code: Option<String>,
+    /// `MaskedPan` (first six and last four digits at most).
+    pub masked_pan: Option<String>,
+    /// The customer's receipt, line by line.
+    pub receipt: Vec<String>,
+    /// Why the answer was asked for with `TransactionStatus`, if it was.
+    pub recovered: Option<String>,
+}
+
+impl Summary {
+    /// The summary of answer `body` to exchange `service_id`.
+    pub fn of(service_id: &str, body: &ResponseBody, recovered: Option<String>) -> Self {
+        let response = body.response();
+        let finish = finish_of(body);
+        let (amount, receipts) = match body {
+            ResponseBody::Payment(p) => (
+                p.payment_result
+                    .as_ref()
+                    .and_then(|r| r.amounts_resp.as_ref())
+                    .and_then(|a| {
+                        let currency = a.currency.as_deref()?;
+                        let minor = a.authorized_amount.to_minor(currency).ok()?;
+                        Money::from_minor(minor, currency).ok()
+                    }),
+                p.payment_receipt.as_slice(),
+            ),
+            ResponseBody::Reversal(r) => (None, r.payment_receipt.as_slice()),
+            _ => (None, &[][..]),
+        };
+        let amount = amount.map(|m| m.to_string()).or_else(|| match body {
+            ResponseBody::Reversal(r) => r.reversed_amount.map(|a| a.to_string()),
+            _ => None,
+        });
+        Self {
+            service_id: service_id.to_owned(),
+            category: body.category().to_string(),
+            result: response.result.to_string(),
+            error_condition: response.error_condition.map(|c| c.to_string()),
+            reason: explain::reason(response),
+            advice: response
+                .error_condition
+                .filter(|_| response.result != ResultType::Success)
+                .map(|c| explain::advice(c).to_owned()),
+            amount,
+            poi_transaction_id: finish.poi_transaction.as_ref().map(|t| t.0.clone()),
+            poi_transaction_time: finish.poi_transaction.map(|t| t.1),
+            approval_code: finish.approval_code,
+            masked_pan: finish.masked_pan.as_deref().map(iso8583::text::mask_pan),
+            receipt: explain::receipt(receipts, DocumentQualifier::CustomerReceipt),
+            recovered,
+        }
+    }
+}
+
+/// Now as nexo writes time stamps (RFC 3339, UTC, milliseconds).
+pub fn timestamp_now() -> String {
+    stamp(now())
+}
+
 /// Now, to the millisecond (as nexo time stamps are written).
 fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
@@ -298,13 +390,10 @@ impl Phone {
         let history = History::open(&options.data_dir)?;
         let sale_id = history.sale_id()?;
         let key = pairing.key()?;
-        let transport =
-            Transport::Https(Https::new(&pairing, options.timeouts).map_err(|source| {
-                PhoneError::Unreachable {
-                    attempts: 0,
-                    source,
-                }
-            })?);
+        let transport = Transport::Https(
+            Https::new(&pairing, options.timeouts)
+                .map_err(|last| PhoneError::Unreachable { attempts: 0, last })?,
+        );
         Ok(Self {
             history,
             pairing,
@@ -640,7 +729,7 @@ impl Phone {
                     let Some(pause) = pause else {
                         return Err(PhoneError::Unreachable {
                             attempts: attempt,
-                            source: e,
+                            last: e,
                         });
                     };
                     attempt += 1;
@@ -715,7 +804,7 @@ impl Phone {
                     e,
                     PhoneError::KeyRejected { .. }
                         | PhoneError::Unreachable {
-                            source: TransportError::CertificateMismatch(_),
+                            last: TransportError::CertificateMismatch(_),
                             ..
                         }
                 ),

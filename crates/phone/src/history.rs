@@ -18,23 +18,23 @@ pub const DB_FILE: &str = "phone.db";
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     /// SQLite failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Sqlite {
         /// The database.
         path: PathBuf,
         /// The cause.
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     /// Creating the directory or restricting the file failed.
     #[error(transparent)]
     Files(#[from] pki::seal::SealError),
     /// Creating the directory failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Dir {
         /// The directory.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -245,15 +245,15 @@ impl History {
     /// Opens (creating) the database in `data_dir`; a new database gets a
     /// new random `SaleID`.
     pub fn open(data_dir: &Path) -> Result<Self, HistoryError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| HistoryError::Dir {
+        std::fs::create_dir_all(data_dir).map_err(|cause| HistoryError::Dir {
             path: data_dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let path = data_dir.join(DB_FILE);
         pki::seal::restrict_to_owner(&path)?;
-        let sql = |source| HistoryError::Sqlite {
+        let sql = |cause| HistoryError::Sqlite {
             path: path.clone(),
-            source,
+            cause,
         };
         let conn = Connection::open(&path).map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -280,9 +280,9 @@ impl History {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, HistoryError> {
-        f(&self.conn).map_err(|source| HistoryError::Sqlite {
+        f(&self.conn).map_err(|cause| HistoryError::Sqlite {
             path: self.path.clone(),
-            source,
+            cause,
         })
     }
 
@@ -325,7 +325,7 @@ impl History {
     /// `ServiceID` (ten digits).
     pub fn begin(&mut self, new: &NewExchange<'_>) -> Result<String, HistoryError> {
         let path = self.path.clone();
-        let sql = |source| HistoryError::Sqlite { path, source };
+        let sql = |cause| HistoryError::Sqlite { path, cause };
         let tx = self.conn.transaction().map_err(sql.clone())?;
         tx.execute(
             "INSERT INTO exchanges (poi_id, kind, started_at, amount_minor, currency, reference, state)

@@ -27,5 +27,9 @@ pub mod retry;
 pub mod store;
 pub mod transport;
 
-pub use client::{Event, Options, Outcome, Phone, PhoneError, StatusReport, SupervisorCode};
+pub use client::{
+    Event, Options, Outcome, Phone, PhoneError, StatusReport, Summary, SupervisorCode,
+    timestamp_now,
+};
 pub use money::Money;
+pub use nexo::pairing::Pairing;

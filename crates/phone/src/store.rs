@@ -17,12 +17,12 @@ pub const PAIRINGS_FILE: &str = "pairings.json";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Reading, writing or creating the directory failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Writing the file failed.
     #[error(transparent)]
@@ -36,12 +36,12 @@ pub enum StoreError {
         reason: String,
     },
     /// A stored code no longer reads.
-    #[error("{path}: stored pairing no longer reads: {source}")]
+    #[error("{path}: stored pairing no longer reads: {cause}")]
     Code {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: PairingError,
+        cause: PairingError,
     },
     /// Others may read the file.
     #[error(
@@ -116,9 +116,9 @@ impl PairingStore {
     }
 
     fn load(&self) -> Result<Contents, StoreError> {
-        let io = |source| StoreError::Io {
+        let io = |cause| StoreError::Io {
             path: self.path.clone(),
-            source,
+            cause,
         };
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => Zeroizing::new(bytes),
@@ -155,9 +155,9 @@ impl PairingStore {
 
     fn save(&self, contents: &Contents) -> Result<(), StoreError> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            std::fs::create_dir_all(dir).map_err(|cause| StoreError::Io {
                 path: dir.to_path_buf(),
-                source,
+                cause,
             })?;
         }
         let json = Zeroizing::new(
@@ -168,9 +168,9 @@ impl PairingStore {
     }
 
     fn read(&self, stored: &Stored) -> Result<Pairing, StoreError> {
-        Pairing::from_code(&stored.code).map_err(|source| StoreError::Code {
+        Pairing::from_code(&stored.code).map_err(|cause| StoreError::Code {
             path: self.path.clone(),
-            source,
+            cause,
         })
     }
 

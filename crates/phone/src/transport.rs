@@ -62,23 +62,23 @@ impl Default for Timeouts {
 pub enum TransportError {
     /// The terminal's name did not resolve.
     #[error(
-        "cannot resolve the terminal's address {host}: {source} — check that the phone is on the terminal's network and that the pairing's address is right (run `posnet phone diagnose`)"
+        "cannot resolve the terminal's address {host}: {cause} — check that the phone is on the terminal's network and that the pairing's address is right (run `posnet phone diagnose`)"
     )]
     Resolve {
         /// The name.
         host: String,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// No TCP connection could be made.
     #[error(
-        "cannot connect to the terminal at {addr}: {source} — is the terminal on, and on the same network as the phone? (run `posnet phone diagnose`)"
+        "cannot connect to the terminal at {addr}: {cause} — is the terminal on, and on the same network as the phone? (run `posnet phone diagnose`)"
     )]
     Connect {
         /// The address tried last.
         addr: String,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// Connecting or the TLS handshake took too long.
     #[error(
@@ -97,12 +97,12 @@ pub enum TransportError {
     #[error(transparent)]
     CertificateMismatch(CertificateMismatch),
     /// The TLS handshake failed otherwise.
-    #[error("TLS handshake with the terminal at {addr} failed: {source}")]
+    #[error("TLS handshake with the terminal at {addr} failed: {cause}")]
     Tls {
         /// The address.
         addr: String,
         /// The cause.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The terminal refused the HTTP request itself (4xx: nothing was
     /// acted on) or failed it (5xx).
@@ -115,6 +115,10 @@ pub enum TransportError {
         /// The path asked.
         path: &'static str,
     },
+    /// The notification WebSocket could not be opened on a connection
+    /// that was (the terminal does not offer it, or not to this key).
+    #[error("the terminal refused the progress subscription: {0}")]
+    Subscription(String),
     /// No answer in time after the request was sent.
     #[error(
         "timeout: no answer from the terminal within {} s of sending the request",
@@ -216,9 +220,9 @@ impl Https {
 
     /// The terminal's addresses.
     pub async fn resolve(&self) -> Result<Vec<SocketAddr>, TransportError> {
-        let resolve = |source| TransportError::Resolve {
+        let resolve = |cause| TransportError::Resolve {
             host: self.host.clone(),
-            source,
+            cause,
         };
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
@@ -243,10 +247,10 @@ impl Https {
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
                 }
-                Ok(Err(source)) => {
+                Ok(Err(cause)) => {
                     last = Some(TransportError::Connect {
                         addr: addr.to_string(),
-                        source,
+                        cause,
                     })
                 }
                 Err(_) => {
@@ -260,7 +264,7 @@ impl Https {
         }
         Err(last.unwrap_or_else(|| TransportError::Connect {
             addr: self.authority(),
-            source: io::Error::new(io::ErrorKind::NotFound, "no address to connect to"),
+            cause: io::Error::new(io::ErrorKind::NotFound, "no address to connect to"),
         }))
     }
 
@@ -269,16 +273,16 @@ impl Https {
     pub async fn handshake(&self, tcp: TcpStream) -> Result<Tls, TransportError> {
         let name = ServerName::try_from(self.host.clone()).map_err(|e| TransportError::Tls {
             addr: self.authority(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+            cause: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
         let connector = TlsConnector::from(self.tls.clone());
         match tokio::time::timeout(self.timeouts.connect, connector.connect(name, tcp)).await {
             Ok(Ok(tls)) => Ok(tls),
-            Ok(Err(source)) => Err(match CertificateMismatch::in_io(&source) {
+            Ok(Err(cause)) => Err(match CertificateMismatch::in_io(&cause) {
                 Some(mismatch) => TransportError::CertificateMismatch(mismatch.clone()),
                 None => TransportError::Tls {
                     addr: self.authority(),
-                    source,
+                    cause,
                 },
             }),
             Err(_) => Err(TransportError::ConnectTimeout {
@@ -304,7 +308,7 @@ impl Https {
                 .await
                 .map_err(|e| TransportError::Tls {
                     addr: self.authority(),
-                    source: io::Error::other(e),
+                    cause: io::Error::other(e),
                 })?;
         let driver = AbortOnDrop(tokio::spawn(async move {
             let _ = connection.await;
@@ -368,27 +372,26 @@ impl Https {
         match tokio::time::timeout(self.timeouts.connect, upgrade).await {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-                Err(TransportError::Http {
-                    status: response.status().as_u16(),
-                    path: EVENTS_PATH,
-                })
+                Err(TransportError::Subscription(format!(
+                    "HTTP {} to {EVENTS_PATH}",
+                    response.status().as_u16()
+                )))
             }
-            Ok(Err(e)) => Err(TransportError::Tls {
-                addr: self.authority(),
-                source: io::Error::other(e),
-            }),
-            Err(_) => Err(TransportError::ConnectTimeout {
-                addr: self.authority(),
-                step: "accept the WebSocket subscription",
-                after: self.timeouts.connect,
-            }),
+            Ok(Err(e)) => Err(TransportError::Subscription(e.to_string())),
+            Err(_) => Err(TransportError::Subscription(format!(
+                "no WebSocket upgrade within {} s",
+                self.timeouts.connect.as_secs_f32()
+            ))),
         }
     }
 
     /// Sends `request` and returns the answer, handing each notification
-    /// received meanwhile to `on_notification`. Without a notification
-    /// channel (the subscription failed) the exchange still runs; the
-    /// cashier only misses the progress.
+    /// received meanwhile to `on_notification`. The subscription comes
+    /// first, so that no notification of the exchange is missed; when
+    /// the terminal cannot be reached for it, the request would not reach
+    /// it either and that failure is returned. When only the subscription
+    /// is refused, the exchange still runs; the cashier misses the
+    /// progress.
     pub async fn exchange(
         &self,
         request: &[u8],
@@ -396,10 +399,11 @@ impl Https {
     ) -> Result<Vec<u8>, TransportError> {
         let mut events = match self.subscribe().await {
             Ok(ws) => Some(ws),
-            Err(e) => {
+            Err(e @ TransportError::Subscription(_)) => {
                 tracing::warn!("no progress from the terminal: {e}");
                 None
             }
+            Err(e) => return Err(e),
         };
         let post = self.post(request.to_vec());
         tokio::pin!(post);

@@ -4,6 +4,7 @@
 mod crypto_cmd;
 mod host_cmd;
 mod iso8583_cmd;
+mod phone_cmd;
 mod terminal_cmd;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,9 @@ enum Command {
     Host(host_cmd::HostArgs),
     /// The POS terminal: run it with its screen page, pay, settle, receipts.
     Terminal(terminal_cmd::TerminalArgs),
+    /// The cashier's phone: pair with a terminal, pay, refund, reverse,
+    /// recover lost answers, history, diagnosis.
+    Phone(phone_cmd::PhoneArgs),
     /// Payment cryptography calculator: DUKPT, PIN blocks, MACs, TR-31, KCVs, nexo.
     Crypto(crypto_cmd::CryptoArgs),
 }
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Iso8583(args) => iso8583_cmd::run(args),
         Command::Crypto(args) => crypto_cmd::run(args),
         Command::Terminal(args) => terminal_cmd::run(args),
+        Command::Phone(args) => phone_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
