@@ -9,6 +9,13 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
 use serde::Serialize;
 
+/// `YYYY-MM-DD` of a Unix time, in UTC (the days the host reports by).
+pub fn utc_date(unix: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
 /// SQL condition of a debit (money in).
 pub const DEBIT: &str = "kind IN ('sale', 'completion', 'offline_sale') AND status IN ('approved', 'refunded', 'unfunded')";
 /// SQL condition of a credit (money back).

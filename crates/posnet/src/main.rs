@@ -4,6 +4,7 @@
 mod crypto_cmd;
 mod host_cmd;
 mod iso8583_cmd;
+mod merchant_cmd;
 mod phone_cmd;
 mod terminal_cmd;
 
@@ -33,6 +34,9 @@ enum Command {
     /// The cashier's phone: pair with a terminal, pay, refund, reverse,
     /// recover lost answers, history, diagnosis.
     Phone(phone_cmd::PhoneArgs),
+    /// The merchant's back office: web pages, the host's webhooks, backfill,
+    /// reconciliation, users, audit log.
+    Merchant(merchant_cmd::MerchantArgs),
     /// Payment cryptography calculator: DUKPT, PIN blocks, MACs, TR-31, KCVs, nexo.
     Crypto(crypto_cmd::CryptoArgs),
 }
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Iso8583(args) => iso8583_cmd::run(args),
         Command::Crypto(args) => crypto_cmd::run(args),
         Command::Terminal(args) => terminal_cmd::run(args),
+        Command::Merchant(args) => merchant_cmd::run(args),
         Command::Phone(args) => phone_cmd::run(args),
     };
     match result {

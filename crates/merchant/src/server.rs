@@ -1,0 +1,160 @@
+//! The running back office: the web pages and the webhook receiver on one
+//! address, a backfill from the host at start, and a graceful stop.
+
+use crate::backfill;
+use crate::host_api::HostApi;
+use crate::session::LoginLimiter;
+use crate::store::{Store, StoreError};
+use crate::users::PasswordCost;
+use crate::web::{self, AppState};
+use crate::webhook::{self, WebhookState};
+use pki::Secret;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How to run.
+pub struct Options {
+    /// Address of the pages and the webhook receiver.
+    pub listen: SocketAddr,
+    /// Data directory (`merchant.db`, `storage.key`).
+    pub data_dir: PathBuf,
+    /// The host's merchant API, when backfill and reconciliation should run.
+    pub host_api: Option<HostApi>,
+    /// The merchant's webhook secret, as set at the host.
+    pub webhook_secret: Secret,
+    /// Shown in every page's header.
+    pub merchant_name: String,
+    /// Cost of password hashes.
+    pub password_cost: PasswordCost,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("host_api", &self.host_api)
+            .field("merchant_name", &self.merchant_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running back office.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The database (shared with the pages).
+    pub store: Arc<Store>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    backfill: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops taking connections, lets requests under way finish (a webhook
+    /// being recorded gets its answer), stops a backfill between pages.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(backfill) = self.backfill {
+            backfill.abort();
+            let _ = backfill.await;
+        }
+        let _ = self.server.await;
+    }
+}
+
+/// The whole application's routes over `store`.
+pub fn router(state: Arc<AppState>, secret: Secret) -> axum::Router {
+    let webhooks = webhook::router(Arc::new(WebhookState {
+        store: state.store.clone(),
+        secret,
+    }));
+    web::router(state).merge(webhooks)
+}
+
+/// Opens the data directory, binds, serves, and starts a backfill when the
+/// host's API is configured.
+pub async fn start(options: Options) -> Result<Running, ServerError> {
+    let store = Arc::new(Store::open(&options.data_dir, &[])?);
+    let host = options.host_api.map(Arc::new);
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        host: host.clone(),
+        limiter: LoginLimiter::default(),
+        password_cost: options.password_cost,
+        merchant_name: options.merchant_name,
+    });
+    let app = router(state, options.webhook_secret);
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let (stop, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            while !*stopped.borrow() {
+                if stopped.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("back office server: {e}");
+        }
+    });
+    let backfill = host.map(|api| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            match backfill::backfill(&store, &api, "system").await {
+                Ok(report) => tracing::info!(
+                    listed = report.listed,
+                    new = report.new,
+                    updated = report.updated,
+                    "backfill from the host done"
+                ),
+                // Webhooks keep coming; the next start (or `posnet merchant
+                // backfill`) catches up.
+                Err(e) => tracing::error!("backfill from the host failed: {e}"),
+            }
+        })
+    });
+    Ok(Running {
+        addr,
+        store,
+        stop,
+        server,
+        backfill,
+    })
+}

@@ -1,0 +1,237 @@
+//! `posnet merchant`: the merchant's back office — run it (pages and the
+//! host's webhooks), catch up from the host, reconcile a day, add users,
+//! verify the audit log.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use merchant::host_api::HostApi;
+use merchant::store::{Store, unix_now};
+use merchant::users::{self, NewUser, PasswordCost, Role};
+use pki::Secret;
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// Shortest webhook secret accepted (docs/operations.md asks for 32 random characters).
+const MIN_WEBHOOK_SECRET: usize = 32;
+
+#[derive(Args)]
+pub struct MerchantArgs {
+    #[command(subcommand)]
+    command: MerchantCommand,
+    /// Data directory (merchant.db and storage.key, both owner-only).
+    #[arg(
+        long,
+        env = "POSNET_MERCHANT_DATA_DIR",
+        default_value = "posnet-data/merchant",
+        global = true
+    )]
+    data_dir: PathBuf,
+}
+
+/// Where the host's merchant API is and the key to it.
+#[derive(Args)]
+struct HostApiArgs {
+    /// The host's merchant API (`api_listen` of `posnet host run`), e.g. http://127.0.0.1:5880.
+    #[arg(long, env = "POSNET_MERCHANT_HOST_API")]
+    host_api: Option<String>,
+    /// File holding the merchant's API key (the `api_key` given to the host).
+    #[arg(long, env = "POSNET_MERCHANT_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+}
+
+impl HostApiArgs {
+    /// The client, when both the URL and the key are given.
+    fn client(&self) -> Result<Option<HostApi>> {
+        match (&self.host_api, &self.api_key_file) {
+            (Some(url), Some(file)) => Ok(Some(HostApi::new(url, read_secret(file)?)?)),
+            (None, None) => Ok(None),
+            _ => bail!("--host-api and --api-key-file go together"),
+        }
+    }
+
+    fn required(&self) -> Result<HostApi> {
+        self.client()?
+            .context("give --host-api and --api-key-file (the host's merchant API)")
+    }
+}
+
+#[derive(Subcommand)]
+enum MerchantCommand {
+    /// Serve the back office and the host's webhooks (POST /webhooks/host)
+    /// until Ctrl-C or SIGTERM; catch up from the host's API at start.
+    /// Prints `{"listening": "..."}` first.
+    Run {
+        /// Address of the pages and the webhook receiver (put a TLS proxy in
+        /// front when it leaves the machine).
+        #[arg(long, env = "POSNET_MERCHANT_LISTEN", default_value = "127.0.0.1:8600")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        host: HostApiArgs,
+        /// File holding the webhook secret (the `webhook_secret` given to the host).
+        #[arg(long, env = "POSNET_MERCHANT_WEBHOOK_SECRET_FILE")]
+        webhook_secret_file: PathBuf,
+        /// The merchant's name, shown on every page.
+        #[arg(long, env = "POSNET_MERCHANT_NAME", default_value = "Merchant")]
+        name: String,
+    },
+    /// Fetch what the host recorded since the newest transaction here.
+    Backfill {
+        #[command(flatten)]
+        host: HostApiArgs,
+    },
+    /// Compare a day (UTC) with the host's transactions and settlements;
+    /// prints every difference and stores the result.
+    Reconcile {
+        /// The day, YYYY-MM-DD (default: yesterday, UTC).
+        #[arg(long)]
+        date: Option<String>,
+        #[command(flatten)]
+        host: HostApiArgs,
+    },
+    /// Users of the back office.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from POSNET_MERCHANT_PASSWORD or
+    /// the first line of standard input. Owners and auditors (and users
+    /// given --totp) get a TOTP secret: the otpauth:// URI is printed once,
+    /// for an authenticator app.
+    Add {
+        /// owner, cashier or auditor.
+        #[arg(long, value_parser = ["owner", "cashier", "auditor"])]
+        role: String,
+        /// Login name.
+        #[arg(long)]
+        name: String,
+        /// A second factor for a cashier too.
+        #[arg(long)]
+        totp: bool,
+    },
+    /// List users as JSON lines.
+    List,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; exits non-zero and names the first broken link
+    /// when a row was changed, removed or inserted.
+    Verify,
+}
+
+/// A secret from a file, surrounding whitespace removed.
+fn read_secret(path: &Path) -> Result<Secret> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    Ok(Secret::new(trimmed.as_bytes().to_vec()))
+}
+
+fn read_password() -> Result<Zeroizing<String>> {
+    if let Ok(password) = std::env::var("POSNET_MERCHANT_PASSWORD") {
+        return Ok(Zeroizing::new(password));
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_string(),
+    ))
+}
+
+fn open(dir: &Path) -> Result<Store> {
+    Store::open(dir, &[]).with_context(|| format!("opening the back office in {}", dir.display()))
+}
+
+/// Runs `posnet merchant`.
+pub fn run(args: MerchantArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let dir = args.data_dir;
+        match args.command {
+            MerchantCommand::Run { listen, host, webhook_secret_file, name } => {
+                let webhook_secret = read_secret(&webhook_secret_file)?;
+                if webhook_secret.expose().len() < MIN_WEBHOOK_SECRET {
+                    bail!("the webhook secret in {} is shorter than {MIN_WEBHOOK_SECRET} characters", webhook_secret_file.display());
+                }
+                let options = merchant::server::Options {
+                    listen,
+                    data_dir: dir,
+                    host_api: host.client()?,
+                    webhook_secret,
+                    merchant_name: name,
+                    password_cost: PasswordCost::default(),
+                };
+                let running = merchant::server::start(options).await?;
+                println!("{}", serde_json::json!({ "listening": running.addr.to_string() }));
+                crate::host_cmd::shutdown_signal().await;
+                tracing::info!("shutting down: finishing requests under way");
+                running.stop().await;
+                Ok(())
+            }
+            MerchantCommand::Backfill { host } => {
+                let api = host.required()?;
+                let store = std::sync::Arc::new(open(&dir)?);
+                let report = merchant::backfill::backfill(&store, &api, "cli").await?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(())
+            }
+            MerchantCommand::Reconcile { date, host } => {
+                let api = host.required()?;
+                let store = std::sync::Arc::new(open(&dir)?);
+                let date = date.unwrap_or_else(|| merchant::reports::utc_date(unix_now() - 86_400));
+                let result = merchant::reconcile::reconcile(&store, &api, &date, "cli").await?;
+                println!("{}", serde_json::to_string(&result)?);
+                Ok(())
+            }
+            MerchantCommand::User { command: UserCommand::Add { role, name, totp } } => {
+                let role = Role::from_name(&role).context("role: owner, cashier or auditor")?;
+                let password = read_password()?;
+                let store = open(&dir)?;
+                let new = NewUser { name: &name, role, password: &password, totp };
+                let created = users::add_user(&store, &new, PasswordCost::default(), "cli", unix_now())?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "user": created.user.name, "role": role.name(),
+                        "otpauth": created.otpauth.as_ref().map(|u| u.as_str()),
+                    })
+                );
+                Ok(())
+            }
+            MerchantCommand::User { command: UserCommand::List } => {
+                let store = open(&dir)?;
+                for (user, totp, disabled) in store.read(users::list)? {
+                    println!("{}", serde_json::json!({ "user": user.name, "role": user.role.name(), "totp": totp, "disabled": disabled }));
+                }
+                Ok(())
+            }
+            MerchantCommand::Audit { command: AuditCommand::Verify } => {
+                let store = open(&dir)?;
+                let verification = store.read(merchant::audit::verify)?;
+                println!("{}", serde_json::to_string(&verification)?);
+                if let Some(broken) = verification.broken {
+                    bail!("audit log broken at row {}: {}", broken.id, broken.reason);
+                }
+                Ok(())
+            }
+        }
+    })
+}
