@@ -1,9 +1,10 @@
-//! `posnet terminal`: run a POS terminal (host link, journal, screen page)
-//! and drive the running one. `status`, `history`, `pay`, `settle` and
-//! `receipt` talk to the running terminal's local API over HTTP rather
+//! `posnet terminal`: run a POS terminal (host link, journal, screen page,
+//! nexo ECR endpoint) and drive the running one. `status`, `history`,
+//! `pay`, `settle`, `receipt`, `present`, `pair`, `pairings` and
+//! `supervisor` talk to the running terminal's local API over HTTP rather
 //! than opening its journal: only the running process may use the DUKPT
 //! counter, the STAN and the host link, and only it knows whether it is
-//! online.
+//! online and which keys it accepts.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -12,7 +13,11 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use terminal::screen::SaleRequest;
+use terminal::card::{CATALOG, test_card_named};
+use terminal::ecr::server::{DEFAULT_MAX_CONNECTIONS, ServerOptions};
+use terminal::ecr::tls::EcrCertificate;
+use terminal::ecr::{EcrConfig, EcrService, Endpoint};
+use terminal::screen::{PairRequest, PresentRequest, RevokeRequest, SaleRequest};
 use terminal::{Terminal, TerminalOptions};
 use zeroize::Zeroizing;
 
@@ -64,6 +69,32 @@ enum TerminalCommand {
         /// pause doubles from 0.2 s up to this, with jitter).
         #[arg(long, default_value_t = 30)]
         reconnect_max_secs: u64,
+        #[command(flatten)]
+        nexo: NexoArgs,
+    },
+    /// Present a test card to the nexo payment waiting for one.
+    Present {
+        /// Test card name.
+        #[arg(long)]
+        card: String,
+    },
+    /// Pair a phone or cash register: prints its pairing code (a secret:
+    /// it carries the passphrase) as a QR code and as text, and the
+    /// terminal's certificate fingerprint.
+    Pair {
+        /// What to call it in `pairings list`.
+        #[arg(long, default_value = "phone")]
+        label: String,
+    },
+    /// List or revoke pairings.
+    Pairings {
+        #[command(subcommand)]
+        command: PairingsCommand,
+    },
+    /// The supervisor's second factor for refunds and reversals.
+    Supervisor {
+        #[command(subcommand)]
+        command: SupervisorCommand,
     },
     /// What the terminal displays, whether it is online, stored messages.
     Status,
@@ -97,6 +128,60 @@ enum TerminalCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PairingsCommand {
+    /// Every pairing as JSON lines, newest first.
+    List,
+    /// Revoke a pairing: messages under its key are rejected from now on.
+    Revoke {
+        /// Its key identifier (from `pairings list`).
+        key_identifier: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SupervisorCommand {
+    /// Make a new TOTP secret (replacing the old one) and print its
+    /// `otpauth://` URI and QR code once, for an authenticator app.
+    Set,
+}
+
+/// The nexo ECR endpoint of `posnet terminal run`.
+#[derive(Args)]
+struct NexoArgs {
+    /// Address of the nexo endpoint (HTTPS and WebSocket). Loopback by
+    /// default: give the counter's address (or 0.0.0.0:8443, as Adyen's
+    /// terminals listen) to serve phones and registers on the network.
+    #[arg(
+        long,
+        env = "POSNET_TERMINAL_NEXO_LISTEN",
+        default_value = "127.0.0.1:8443"
+    )]
+    nexo_listen: SocketAddr,
+    /// A host name or address the endpoint's certificate is valid for,
+    /// besides localhost, 127.0.0.1 and ::1 (repeatable).
+    #[arg(long = "nexo-name")]
+    nexo_names: Vec<String>,
+    /// The host name or address pairing codes carry (default: the first
+    /// --nexo-name, else the listen address).
+    #[arg(long)]
+    nexo_advertise: Option<String>,
+    /// Accept plain (unsecured) nexo messages from this machine (loopback
+    /// peers only); for tests and local integrations.
+    #[arg(long)]
+    nexo_allow_plain: bool,
+    /// Connections the endpoint serves at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    nexo_max_connections: usize,
+    /// Seconds a nexo payment waits for its card.
+    #[arg(long, default_value_t = 60)]
+    card_timeout_secs: u64,
+    /// A test card the simulated reader presents to every nexo payment at
+    /// once (unattended demonstrations).
+    #[arg(long)]
+    present_card: Option<String>,
+}
+
 /// Runs `posnet terminal`.
 pub fn run(args: TerminalArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
@@ -110,6 +195,7 @@ pub fn run(args: TerminalArgs) -> Result<()> {
                 screen_listen,
                 response_timeout_secs,
                 reconnect_max_secs,
+                nexo,
             } => {
                 let defaults = TerminalOptions::default();
                 let options = TerminalOptions {
@@ -118,7 +204,54 @@ pub fn run(args: TerminalArgs) -> Result<()> {
                     backoff_max: Duration::from_secs(reconnect_max_secs).max(defaults.backoff_min),
                     ..defaults
                 };
-                serve(bundle, transport_key_file, options, screen_listen).await
+                serve(bundle, transport_key_file, options, screen_listen, nexo).await
+            }
+            TerminalCommand::Present { card } => {
+                let body = serde_json::to_value(PresentRequest { card })?;
+                print_json(&api.post("/api/present", &body).await?)
+            }
+            TerminalCommand::Pair { label } => {
+                let body = serde_json::to_value(PairRequest { label })?;
+                let answer = api.post("/api/pairings", &body).await?;
+                let text = |k: &str| answer[k].as_str().unwrap_or_default().to_string();
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", text("qr_text"))?;
+                writeln!(out, "pairing code: {}", text("code"))?;
+                writeln!(
+                    out,
+                    "certificate fingerprint (SHA-256): {}",
+                    text("fingerprint")
+                )?;
+                writeln!(out, "key identifier: {}", text("key_identifier"))?;
+                Ok(())
+            }
+            TerminalCommand::Pairings {
+                command: PairingsCommand::List,
+            } => {
+                let list = api.get("/api/pairings").await?;
+                for pairing in list.as_array().into_iter().flatten() {
+                    print_json(pairing)?;
+                }
+                Ok(())
+            }
+            TerminalCommand::Pairings {
+                command: PairingsCommand::Revoke { key_identifier },
+            } => {
+                let body = serde_json::to_value(RevokeRequest { key_identifier })?;
+                print_json(&api.post("/api/pairings/revoke", &body).await?)
+            }
+            TerminalCommand::Supervisor {
+                command: SupervisorCommand::Set,
+            } => {
+                let answer = api.post("/api/supervisor", &serde_json::json!({})).await?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", answer["qr_text"].as_str().unwrap_or_default())?;
+                writeln!(out, "{}", answer["otpauth"].as_str().unwrap_or_default())?;
+                writeln!(
+                    out,
+                    "Scan it with the supervisor's authenticator app; it is not shown again."
+                )?;
+                Ok(())
             }
             TerminalCommand::Status => print_json(&api.get("/api/status").await?),
             TerminalCommand::History { limit } => {
@@ -153,6 +286,7 @@ async fn serve(
     transport_key_file: PathBuf,
     options: TerminalOptions,
     screen_listen: SocketAddr,
+    nexo: NexoArgs,
 ) -> Result<()> {
     let bundle_file = bundle;
     let bundle = EnrollmentBundle::read(&bundle_file)
@@ -167,28 +301,100 @@ async fn serve(
             transport_key_file.display()
         )
     })?);
+    let present_card = match &nexo.present_card {
+        Some(name) => Some(test_card_named(name).ok_or_else(|| {
+            let names: Vec<&str> = CATALOG.iter().map(|c| c.name).collect();
+            anyhow::anyhow!(
+                "--present-card: no test card named {name:?}; the catalog has {}",
+                names.join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let advertise = match nexo
+        .nexo_advertise
+        .clone()
+        .or_else(|| nexo.nexo_names.first().cloned())
+    {
+        Some(host) => host,
+        None if !nexo.nexo_listen.ip().is_unspecified() => nexo.nexo_listen.ip().to_string(),
+        None => bail!(
+            "--nexo-listen {} needs --nexo-advertise HOST or --nexo-name NAME: pairing codes carry an address phones reach",
+            nexo.nexo_listen
+        ),
+    };
     let data_dir = options.data_dir.clone();
     let terminal = Terminal::open(bundle, &key, options)
         .with_context(|| format!("opening the terminal in {}", data_dir.display()))?;
+    let cert = EcrCertificate::load_or_create(&data_dir, &nexo.nexo_names)
+        .context("the ECR certificate")?;
     let listener = tokio::net::TcpListener::bind(screen_listen)
         .await
         .with_context(|| format!("listening on {screen_listen}"))?;
     let addr = listener.local_addr()?;
+    let nexo_listener = tokio::net::TcpListener::bind(nexo.nexo_listen)
+        .await
+        .with_context(|| format!("listening on {}", nexo.nexo_listen))?;
+    let nexo_addr = nexo_listener.local_addr()?;
+    let ecr = EcrService::new(
+        terminal.clone(),
+        EcrConfig {
+            card_timeout: Duration::from_secs(nexo.card_timeout_secs.max(1)),
+            present_card,
+            endpoint: Some(Endpoint {
+                host: advertise,
+                port: nexo_addr.port(),
+                cert_sha256: cert.sha256(),
+            }),
+        },
+    )
+    .await
+    .context("starting the ECR interface")?;
     println!(
         "{}",
-        serde_json::json!({ "screen": format!("http://{addr}") })
+        serde_json::json!({
+            "screen": format!("http://{addr}"),
+            "nexo": format!("https://{nexo_addr}/nexo"),
+            "fingerprint": cert.fingerprint(),
+        })
     );
     std::io::stdout().flush()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
     let supervisor = {
         let terminal = terminal.clone();
+        let stopped = stopped.clone();
         tokio::spawn(async move { terminal.supervise(stopped).await })
     };
-    terminal::screen::serve(terminal, listener, crate::host_cmd::shutdown_signal())
+    let nexo_server = tokio::spawn(terminal::ecr::server::serve(
+        ecr.clone(),
+        nexo_listener,
+        cert.server_config().context("the ECR certificate")?,
+        ServerOptions {
+            allow_plain: nexo.nexo_allow_plain,
+            max_connections: nexo.nexo_max_connections,
+        },
+        until_stopped(stopped.clone()),
+    ));
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            crate::host_cmd::shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+    };
+    terminal::screen::serve_with_ecr(ecr, listener, until_stopped(stopped.clone()))
         .await
         .context("serving the screen")?;
-    tracing::info!("shutting down: closing the host link");
+    signal.abort();
     let _ = stop.send(true);
+    nexo_server
+        .await
+        .context("the nexo endpoint")?
+        .context("serving the nexo endpoint")?;
+    tracing::info!("shutting down: closing the host link");
     let _ = supervisor.await;
     Ok(())
 }

@@ -127,6 +127,11 @@ impl EcrCertificate {
         pki::tls::fingerprint(&self.der())
     }
 
+    /// The fingerprint as operators compare it: `AB:CD:...`.
+    pub fn fingerprint(&self) -> String {
+        nexo::pairing::fingerprint_text(&self.sha256())
+    }
+
     /// The TLS server configuration (TLS 1.3 and 1.2, no client
     /// certificate: Sale systems authenticate by message security).
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, CertError> {
