@@ -71,6 +71,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// Resolves when the backfill started with the server has ended (at
+    /// once when there was none).
+    pub async fn backfill_done(&mut self) {
+        if let Some(backfill) = self.backfill.take() {
+            let _ = backfill.await;
+        }
+    }
+
     /// Stops taking connections, lets requests under way finish (a webhook
     /// being recorded gets its answer), stops a backfill between pages.
     pub async fn stop(self) {
