@@ -1162,3 +1162,101 @@ async fn a_paired_phone_follows_a_payment_over_websocket() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screen_pairs_presents_cards_and_keeps_its_origin_checks() {
+    let w = World::start(EcrConfig::default(), false).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let screen = listener.local_addr().unwrap();
+    tokio::spawn(terminal::screen::serve_with_ecr(
+        w.ecr.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value, origin: Option<&str>| {
+        let mut request = http
+            .post(format!("http://{screen}{path}"))
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        request.send()
+    };
+    let foreign = post(
+        "/api/pairings",
+        json!({ "label": "x" }),
+        Some("http://evil.example"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert!(w.ecr.pairings().unwrap().is_empty(), "nothing paired");
+
+    let own = format!("http://{screen}");
+    let paired = post(
+        "/api/pairings",
+        json!({ "label": "counter phone" }),
+        Some(&own),
+    )
+    .await
+    .unwrap();
+    assert_eq!(paired.status(), 200);
+    let paired: Value = paired.json().await.unwrap();
+    let code = Pairing::from_code(paired["code"].as_str().unwrap()).unwrap();
+    assert_eq!(code.cert_sha256, w.sha256);
+    assert_eq!(
+        (code.host.as_str(), code.port),
+        ("127.0.0.1", w.addr.port())
+    );
+    assert!(paired["qr_svg"].as_str().unwrap().contains("<svg"));
+    assert!(paired["qr_text"].as_str().unwrap().contains('█'));
+    assert_eq!(w.ecr.pairings().unwrap()[0].label, "counter phone");
+    let page = http
+        .get(format!("http://{screen}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Pair a phone") && page.contains("id=\"present-card\""));
+
+    // Nobody waits for a card yet; then a nexo payment does.
+    let idle = post("/api/present", json!({ "card": "approved" }), None)
+        .await
+        .unwrap();
+    assert_eq!(idle.status(), 409);
+    let phone = Arc::new(Client::new(w.addr, code));
+    let paying = {
+        let phone = phone.clone();
+        tokio::spawn(async move { phone.send(&payment("P1", 12.5, json!({}))).await })
+    };
+    w.wait_display("Present card").await;
+    let unknown = post("/api/present", json!({ "card": "gold" }), None)
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let presented = post("/api/present", json!({ "card": "approved" }), Some(&own))
+        .await
+        .unwrap();
+    assert_eq!(presented.status(), 200);
+    let sale = paying.await.unwrap();
+    assert_eq!(response_of(&sale).result, ResultType::Success);
+
+    let revoked = post(
+        "/api/pairings/revoke",
+        json!({ "key_identifier": phone.pairing.key_identifier }),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let sealed = paycrypto::nexo::encrypt(
+        &phone.key,
+        request("Diagnosis", "D1", json!({})).to_string().as_bytes(),
+    )
+    .unwrap();
+    reject_of(&phone.send_bytes(sealed.as_bytes()).await);
+}
