@@ -140,6 +140,8 @@ fn offline_sales_survive_kill_9_and_reach_the_host_once() {
         "terminal",
         "--screen-listen",
         "127.0.0.1:0",
+        "--nexo-listen",
+        "127.0.0.1:0",
         "--reconnect-max-secs",
         "1",
     ];
