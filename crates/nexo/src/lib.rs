@@ -12,9 +12,12 @@
 //!   nexo answer to every way it can fail;
 //! - [`pairing`]: the code a terminal shows and a phone scans to pair;
 //! - [`serial`]: the frame, ACK/NAK and retransmission of serial links
-//!   (USB-serial, Bluetooth RFCOMM), sans-IO.
+//!   (USB-serial, Bluetooth RFCOMM), sans-IO;
+//! - `serial_io` (feature `tokio`): that link run over a tokio byte stream
+//!   or a serial device, the terminal's side and the Sale system's.
 //!
-//! Nothing here does I/O or reads a clock: time is passed in.
+//! Without the `tokio` feature nothing here does I/O or reads a clock: time
+//! is passed in.
 
 pub mod amount;
 pub mod inbound;
@@ -22,6 +25,8 @@ pub mod message;
 pub mod model;
 pub mod pairing;
 pub mod serial;
+#[cfg(feature = "tokio")]
+pub mod serial_io;
 pub mod wire;
 
 pub use amount::{Amount, AmountError};
