@@ -8,12 +8,31 @@ use crate::store::{Store, StoreError};
 use crate::users::PasswordCost;
 use crate::web::{self, AppState};
 use crate::webhook::{self, WebhookState};
+use ledger::Migrations;
 use pki::Secret;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// A module of the back office (retail, restaurant, ...): its own schema
+/// steps and its own pages, added without changing the core's.
+#[derive(Clone, Copy)]
+pub struct Module {
+    /// Its tables, under its own component name.
+    pub migrations: Migrations,
+    /// Its routes, over the shared state.
+    pub routes: fn(Arc<AppState>) -> axum::Router,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("component", &self.migrations.component)
+            .finish_non_exhaustive()
+    }
+}
 
 /// How to run.
 pub struct Options {
@@ -29,6 +48,8 @@ pub struct Options {
     pub merchant_name: String,
     /// Cost of password hashes.
     pub password_cost: PasswordCost,
+    /// Modules served with the core pages.
+    pub modules: Vec<Module>,
 }
 
 impl std::fmt::Debug for Options {
@@ -38,6 +59,7 @@ impl std::fmt::Debug for Options {
             .field("data_dir", &self.data_dir)
             .field("host_api", &self.host_api)
             .field("merchant_name", &self.merchant_name)
+            .field("modules", &self.modules)
             .finish_non_exhaustive()
     }
 }
@@ -91,19 +113,25 @@ impl Running {
     }
 }
 
-/// The whole application's routes over `store`.
-pub fn router(state: Arc<AppState>, secret: Secret) -> axum::Router {
+/// The whole application's routes: the core pages, the webhook receiver,
+/// and each module's pages, all with the security headers.
+pub fn router(state: Arc<AppState>, secret: Secret, modules: &[Module]) -> axum::Router {
     let webhooks = webhook::router(Arc::new(WebhookState {
         store: state.store.clone(),
         secret,
     }));
-    web::router(state).merge(webhooks)
+    let mut app = web::router(state.clone()).merge(webhooks);
+    for module in modules {
+        app = app.merge((module.routes)(state.clone()));
+    }
+    web::secured(app)
 }
 
 /// Opens the data directory, binds, serves, and starts a backfill when the
 /// host's API is configured.
 pub async fn start(options: Options) -> Result<Running, ServerError> {
-    let store = Arc::new(Store::open(&options.data_dir, &[])?);
+    let migrations: Vec<Migrations> = options.modules.iter().map(|m| m.migrations).collect();
+    let store = Arc::new(Store::open(&options.data_dir, &migrations)?);
     let host = options.host_api.map(Arc::new);
     let state = Arc::new(AppState {
         store: store.clone(),
@@ -112,7 +140,7 @@ pub async fn start(options: Options) -> Result<Running, ServerError> {
         password_cost: options.password_cost,
         merchant_name: options.merchant_name,
     });
-    let app = router(state, options.webhook_secret);
+    let app = router(state, options.webhook_secret, &options.modules);
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServerError::Listen {

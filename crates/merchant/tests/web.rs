@@ -36,6 +36,7 @@ impl Office {
             webhook_secret: pki::Secret::new(SECRET.into()),
             merchant_name: HOSTILE_NAME.into(),
             password_cost: COST,
+            modules: Vec::new(),
         })
         .await
         .unwrap();
@@ -502,5 +503,101 @@ async fn the_audit_page_shows_changes_and_a_broken_chain() {
         .await
         .unwrap();
     assert!(page.contains("The chain breaks at row 2"), "{page}");
+    office.running.stop().await;
+}
+
+/// A module as the retail one will be: its own table and an owner-only page.
+fn shelf_routes(state: std::sync::Arc<merchant::web::AppState>) -> axum::Router {
+    use axum::extract::State;
+    async fn shelf(
+        State(state): State<std::sync::Arc<merchant::web::AppState>>,
+        authed: merchant::web::Authed,
+    ) -> Result<maud::Markup, merchant::web::WebError> {
+        merchant::web::require(&authed, merchant::web::Area::Audit)?;
+        let items: i64 = state
+            .store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM shelf_items", [], |r| r.get(0))?))?;
+        Ok(merchant::web::frame(
+            &state,
+            &authed,
+            "Shelf",
+            maud::html! { p { (items) " items" } },
+        ))
+    }
+    axum::Router::new()
+        .route("/shelf", axum::routing::get(shelf))
+        .with_state(state)
+}
+
+#[tokio::test]
+async fn a_module_adds_its_tables_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = merchant::server::start(Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        host_api: None,
+        webhook_secret: pki::Secret::new(SECRET.into()),
+        merchant_name: "Corner Shop".into(),
+        password_cost: COST,
+        modules: vec![merchant::server::Module {
+            migrations: ledger::Migrations {
+                component: "shelf",
+                steps: &["CREATE TABLE shelf_items (id INTEGER PRIMARY KEY) STRICT; INSERT INTO shelf_items DEFAULT VALUES;"],
+            },
+            routes: shelf_routes,
+        }],
+    })
+    .await
+    .unwrap();
+    let shelf: i64 = running
+        .store
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM shelf_items", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(shelf, 1, "the module's schema step ran");
+    let new = NewUser {
+        name: "carl",
+        role: Role::Cashier,
+        password: PASSWORD,
+        totp: false,
+    };
+    users::add_user(
+        &running.store,
+        &new,
+        COST,
+        "cli",
+        merchant::store::unix_now(),
+    )
+    .unwrap();
+    let office = Office {
+        base: format!("http://{}", running.addr),
+        _dir: dir,
+        running,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        totp: HashMap::new(),
+    };
+    let anonymous = office
+        .client
+        .get(office.url("/shelf"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        StatusCode::SEE_OTHER,
+        "the module's page needs a session"
+    );
+    assert!(
+        anonymous.headers().contains_key("content-security-policy"),
+        "and gets the headers"
+    );
+    let (cashier, _) = office.login("carl").await;
+    assert_eq!(
+        office.get(&cashier, "/shelf").await.status(),
+        StatusCode::FORBIDDEN,
+        "and its role check"
+    );
     office.running.stop().await;
 }

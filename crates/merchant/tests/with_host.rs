@@ -49,6 +49,7 @@ async fn back_office(h: &Harness, dir: &std::path::Path) -> Running {
             t: 1,
             p: 1,
         },
+        modules: Vec::new(),
     })
     .await
     .unwrap();

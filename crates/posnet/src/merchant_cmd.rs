@@ -178,6 +178,7 @@ pub fn run(args: MerchantArgs) -> Result<()> {
                     webhook_secret,
                     merchant_name: name,
                     password_cost: PasswordCost::default(),
+                    modules: Vec::new(),
                 };
                 let running = merchant::server::start(options).await?;
                 println!("{}", serde_json::json!({ "listening": running.addr.to_string() }));

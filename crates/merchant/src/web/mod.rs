@@ -8,8 +8,9 @@
 //! CSRF token. Responses carry a strict Content-Security-Policy (no script
 //! at all) and are never cached.
 //!
-//! Modules (retail, restaurant, ...) add their pages by merging a router
-//! built with [`Authed`] and [`require`] into [`router`]'s.
+//! Modules (retail, restaurant, ...) add their pages as routers built with
+//! [`Authed`], [`require`], [`check_csrf`] and [`frame`]
+//! ([`crate::server::Module`]).
 
 mod chart;
 mod csv;
@@ -221,12 +222,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(pages::audit))
         .route("/healthz", get(pages::healthz))
         .layer(DefaultBodyLimit::max(MAX_FORM))
-        .layer(middleware::map_response(security_headers))
         .with_state(state)
 }
 
+/// Adds [`security_headers`] to every response of `router`.
+pub fn secured(router: Router) -> Router {
+    router.layer(middleware::map_response(security_headers))
+}
+
 /// No script, no framing, no caching, no sniffing, no referrer.
-async fn security_headers(mut response: Response) -> Response {
+pub async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [
         (
@@ -274,7 +279,7 @@ svg{width:100%;height:auto;background:#fff;border-radius:6px}
 
 /// A page in the common frame: header with the merchant's name, the links
 /// the user's role may follow, and a logout form.
-fn frame(state: &AppState, authed: &Authed, title: &str, body: Markup) -> Markup {
+pub fn frame(state: &AppState, authed: &Authed, title: &str, body: Markup) -> Markup {
     let role = authed.session.user.role;
     let links = [
         ("/", "Dashboard", Area::Dashboard),
