@@ -62,6 +62,15 @@ fn money(amount: i64, currency: u16) -> String {
     format!("{sign}{text} {code}")
 }
 
+/// `1 refund`, `2 refunds`.
+fn counted(n: i64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// The currency shown for totals: the latest transaction's (a merchant
 /// has one at the host), CNY before any transaction.
 fn display_currency(conn: &Connection) -> Result<u16, StoreError> {
@@ -352,8 +361,8 @@ pub(super) async fn dashboard(
         }
         div.cards {
             div.card { "Net sales" b { (money(d.totals.net(), d.currency)) } }
-            div.card { "Sales" b { (money(d.totals.debit_amount, d.currency)) } (d.totals.debit_count) " payments" }
-            div.card { "Refunds" b { (money(d.totals.credit_amount, d.currency)) } (d.totals.credit_count) " refunds" }
+            div.card { "Sales" b { (money(d.totals.debit_amount, d.currency)) } (counted(d.totals.debit_count, "payment")) }
+            div.card { "Refunds" b { (money(d.totals.credit_amount, d.currency)) } (counted(d.totals.credit_count, "refund")) }
             div.card { "Transactions" b { (d.count) } (d.declined) " declined" }
         }
         h2 { "Net sales by hour (UTC)" }
