@@ -29,8 +29,9 @@ STX, ETX, ACK, NAK = 0x02, 0x03, 0x06, 0x15
 BAUD = 115200
 POI_ID = "posnet-terminal-1"
 SALE_ID = "PY-ECR-1"
-# The stand-in's timeouts: short, so that retransmissions come quickly.
-ACK_TIMEOUT_MS = 400
+# The stand-in's timeouts: short enough that retransmissions come quickly,
+# long enough that this side always answers within them.
+ACK_TIMEOUT_MS = 800
 INTER_BYTE_TIMEOUT_MS = 200
 MAX_RETRANSMISSIONS = 3
 # Safety net for any single read; no exchange comes near it.
