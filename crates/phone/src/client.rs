@@ -48,6 +48,8 @@ pub struct Options {
     pub connect: Backoff,
     /// Status requests when an answer is lost.
     pub status: Backoff,
+    /// Follow the terminal's progress (its notification WebSocket).
+    pub progress: bool,
 }
 
 impl Options {
@@ -59,6 +61,7 @@ impl Options {
             timeouts: Timeouts::default(),
             connect: Backoff::CONNECT,
             status: Backoff::STATUS,
+            progress: true,
         }
     }
 }

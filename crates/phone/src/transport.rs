@@ -176,6 +176,7 @@ pub struct Https {
     events_query: String,
     tls: Arc<ClientConfig>,
     timeouts: Timeouts,
+    progress: bool,
 }
 
 impl std::fmt::Debug for Https {
@@ -206,7 +207,17 @@ impl Https {
             events_query,
             tls: pin::client_config(pairing.cert_sha256)?,
             timeouts,
+            progress: true,
         })
+    }
+
+    /// The same link without the progress subscription: one connection
+    /// per exchange instead of two, for scripts that show no progress.
+    pub fn without_progress(self) -> Self {
+        Self {
+            progress: false,
+            ..self
+        }
     }
 
     /// `host:port`, with brackets around an IPv6 address.
@@ -397,8 +408,12 @@ impl Https {
         request: &[u8],
         on_notification: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<Vec<u8>, TransportError> {
-        let mut events = match self.subscribe().await {
-            Ok(ws) => Some(ws),
+        let subscribed = match self.progress {
+            true => self.subscribe().await.map(Some),
+            false => Ok(None),
+        };
+        let mut events = match subscribed {
+            Ok(ws) => ws,
             Err(e @ TransportError::Subscription(_)) => {
                 tracing::warn!("no progress from the terminal: {e}");
                 None

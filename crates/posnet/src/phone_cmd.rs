@@ -43,6 +43,10 @@ pub struct PhoneArgs {
     /// while with the card and PIN).
     #[arg(long, default_value_t = 180, global = true)]
     answer_timeout_secs: u64,
+    /// Do not follow the terminal's progress (one connection per request
+    /// instead of two).
+    #[arg(long, global = true)]
+    no_progress: bool,
 }
 
 #[derive(Subcommand)]
@@ -148,6 +152,7 @@ pub fn run(args: PhoneArgs) -> Result<()> {
             connect: Duration::from_secs(args.connect_timeout_secs.max(1)),
             answer: Duration::from_secs(args.answer_timeout_secs.max(1)),
         },
+        progress: !args.no_progress,
         ..Options::new(&args.data_dir)
     };
     let out = Output { json: args.json };

@@ -1,0 +1,584 @@
+//! The phone against a real posnet terminal (its nexo endpoint over TLS
+//! with its own certificate, pinned) in front of a real posnet host over
+//! mutual TLS: pairing, diagnosis, login, payment with progress, status,
+//! refund and reversal with supervisor codes, a lost answer recovered by
+//! `TransactionStatus` without a second charge, a revoked key and a
+//! replaced certificate.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
+use host::runtime::{HostData, RunningHost, ServeOptions, start};
+use ledger::GroupCommitConfig;
+use nexo::message::ResponseBody;
+use nexo::pairing::Pairing;
+use nexo::wire::ErrorCondition;
+use phone::diagnose::Status;
+use phone::history::{Kind, State};
+use phone::retry::Backoff;
+use phone::store::PairingStore;
+use phone::transport::{Timeouts, TransportError};
+use phone::{Event, Money, Options, Phone, PhoneError, SupervisorCode};
+use pki::{InitOptions, MasterKey};
+use terminal::card::CATALOG;
+use terminal::ecr::server::{ServerOptions, serve};
+use terminal::ecr::tls::EcrCertificate;
+use terminal::ecr::{EcrConfig, EcrService, Endpoint};
+use terminal::{Terminal, TerminalOptions};
+
+const MERCHANT: &str = "M00000000000001";
+const TID: &str = "T0000001";
+
+/// Host, terminal and its nexo endpoint, all on loopback.
+struct World {
+    dir: tempfile::TempDir,
+    data: HostData,
+    _host: RunningHost,
+    bundle: pki::EnrollmentBundle,
+    config: EcrConfig,
+    terminal: Terminal,
+    ecr: EcrService,
+    addr: SocketAddr,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    stop_terminal: tokio::sync::watch::Sender<bool>,
+}
+
+fn card_spec(c: &terminal::card::TestCard) -> CardSpec {
+    CardSpec {
+        pan: c.pan.into(),
+        expiry: c.expiry.into(),
+        pin: c.pin.map(Into::into),
+        kind: "card".into(),
+        balance: c.balance,
+        per_txn_limit: c.per_txn_limit,
+        daily_limit: 1_000_000,
+        currency: 156,
+        status: c.status.into(),
+        holder: c.name.into(),
+    }
+}
+
+impl World {
+    async fn start(config: EcrConfig) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let master_path = dir.path().join("master.key");
+        master.write_to(&master_path).unwrap();
+        let deployment = dir.path().join("deployment");
+        pki::Deployment::init(&deployment, &master, &InitOptions::default()).unwrap();
+        let data = HostData::open(
+            &dir.path().join("host"),
+            &deployment,
+            master,
+            GroupCommitConfig::default(),
+        )
+        .unwrap();
+        let host = start(
+            &data,
+            &ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                limits: Default::default(),
+                echo_interval: 60,
+            },
+        )
+        .await
+        .unwrap();
+        let prepared = admin::prepare_enrollment(
+            &data.deployment,
+            TerminalSpec {
+                terminal_id: TID.into(),
+                merchant_id: MERCHANT.into(),
+                max_amount: 60_000,
+                offline_floor: 0,
+                hosts: vec![host.addr.to_string()],
+            },
+        )
+        .unwrap();
+        let issuer = data.issuer.clone();
+        let master2 = MasterKey::from_file(&master_path).unwrap();
+        let bundle = data
+            .ledger
+            .submit(move |tx| -> Result<_, admin::AdminError> {
+                let merchant = MerchantSpec {
+                    fee_bps: 0,
+                    merchant_id: MERCHANT.into(),
+                    name: "Corner Shop".into(),
+                    currency: 156,
+                    max_amount: 500_000,
+                    webhook_url: None,
+                    webhook_secret: None,
+                    api_key: None,
+                };
+                admin::add_merchant(tx, &merchant, &master2, 0)?;
+                for c in CATALOG {
+                    admin::add_card(tx, &card_spec(c), &issuer, &master2, 0)?;
+                }
+                admin::enroll(tx, prepared, 0)
+            })
+            .await
+            .unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (terminal, stop_terminal) = open_terminal(&dir, &data, &bundle).await;
+        let (ecr, stop_server, server) = start_ecr(&dir, &terminal, config.clone(), listener).await;
+        let addr = ecr
+            .endpoint()
+            .map(|e| SocketAddr::from(([127, 0, 0, 1], e.port)))
+            .unwrap();
+        World {
+            dir,
+            data,
+            _host: host,
+            bundle,
+            config,
+            terminal,
+            ecr,
+            addr,
+            stop_server: Some(stop_server),
+            server: Some(server),
+            stop_terminal,
+        }
+    }
+
+    /// The terminal's process ends (its endpoint stopped, requests in
+    /// progress finished) and starts again from its data directory, on
+    /// the same address.
+    async fn restart(&mut self) {
+        self.stop_server.take().unwrap().send(()).unwrap();
+        self.server.take().unwrap().await.unwrap().unwrap();
+        self.stop_terminal.send(true).unwrap();
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        let (terminal, stop_terminal) = open_terminal(&self.dir, &self.data, &self.bundle).await;
+        let (ecr, stop_server, server) =
+            start_ecr(&self.dir, &terminal, self.config.clone(), listener).await;
+        self.terminal = terminal;
+        self.stop_terminal = stop_terminal;
+        self.ecr = ecr;
+        self.stop_server = Some(stop_server);
+        self.server = Some(server);
+    }
+
+    /// The terminal's pairing code for a new phone, read and stored by
+    /// the phone as `posnet phone pair` does.
+    fn pair_phone(&self, label: &str) -> Options {
+        let code = self.ecr.pair(label).unwrap().to_code();
+        let pairing = Pairing::from_code(&code).unwrap();
+        assert_eq!(pairing.port, self.addr.port());
+        let data_dir = self.dir.path().join(label);
+        PairingStore::new(&data_dir)
+            .add(&pairing, false, &phone::timestamp_now())
+            .unwrap();
+        Options {
+            // Safety nets only; nothing here waits for them but the
+            // lost-answer test, which sets its own.
+            timeouts: Timeouts {
+                connect: Duration::from_secs(10),
+                answer: Duration::from_secs(60),
+            },
+            ..Options::new(data_dir)
+        }
+    }
+
+    fn host_count(&self, sql: &str) -> i64 {
+        self.data
+            .reader()
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+async fn open_terminal(
+    dir: &tempfile::TempDir,
+    data: &HostData,
+    bundle: &pki::EnrollmentBundle,
+) -> (Terminal, tokio::sync::watch::Sender<bool>) {
+    let terminal = Terminal::open(
+        bundle.clone(),
+        data.deployment.ktk().expose(),
+        TerminalOptions {
+            data_dir: dir.path().join("terminal"),
+            response_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(200),
+        },
+    )
+    .unwrap();
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let t = terminal.clone();
+    tokio::spawn(async move { t.supervise(watch).await });
+    let mut status = terminal.status();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !status.borrow().online {
+            status.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the terminal signs on");
+    (terminal, stop)
+}
+
+/// The terminal's nexo endpoint on `listener`, with its kept certificate.
+async fn start_ecr(
+    dir: &tempfile::TempDir,
+    terminal: &Terminal,
+    config: EcrConfig,
+    listener: tokio::net::TcpListener,
+) -> (
+    EcrService,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let cert = EcrCertificate::load_or_create(&dir.path().join("terminal"), &[]).unwrap();
+    let config = EcrConfig {
+        endpoint: Some(Endpoint {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port(),
+            cert_sha256: cert.sha256(),
+        }),
+        ..config
+    };
+    let ecr = EcrService::new(terminal.clone(), config).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        ecr.clone(),
+        listener,
+        cert.server_config().unwrap(),
+        ServerOptions::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (ecr, stop, server)
+}
+
+/// Supervisor codes from the terminal's TOTP secret, computed here as
+/// RFC 6238 says (HMAC-SHA1, 30 s steps, 6 digits) as an authenticator app
+/// does: a fresh step for every use (the terminal accepts a code once,
+/// and one step ahead).
+struct Supervisor {
+    secret: Vec<u8>,
+    last: AtomicU64,
+}
+
+impl Supervisor {
+    fn from_uri(uri: &str) -> Self {
+        let secret = uri
+            .split("secret=")
+            .nth(1)
+            .and_then(|s| s.split('&').next())
+            .unwrap();
+        Self {
+            secret: data_encoding::BASE32_NOPAD
+                .decode(secret.as_bytes())
+                .unwrap(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn code(&self) -> SupervisorCode {
+        use hmac::{KeyInit, Mac};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 30;
+        let step = now.max(self.last.load(Ordering::SeqCst) + 1);
+        self.last.store(step, Ordering::SeqCst);
+        let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&self.secret).unwrap();
+        mac.update(&step.to_be_bytes());
+        let hash = mac.finalize().into_bytes();
+        let at = usize::from(hash[19] & 0x0f);
+        let binary =
+            u32::from_be_bytes([hash[at] & 0x7f, hash[at + 1], hash[at + 2], hash[at + 3]]);
+        SupervisorCode::new(&format!("{:06}", binary % 1_000_000)).unwrap()
+    }
+}
+
+fn cny(text: &str) -> Money {
+    Money::parse(text, "CNY").unwrap()
+}
+
+fn auto(card: &str) -> EcrConfig {
+    EcrConfig {
+        present_card: terminal::card::test_card_named(card),
+        ..EcrConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_status_refund_reverse_history() {
+    let w = World::start(auto("approved")).await;
+    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap());
+    let mut phone = Phone::open(w.pair_phone("phone")).unwrap();
+    let mut ignore = |_: Event| {};
+
+    let report = phone.diagnose().await;
+    assert!(report.ok(), "{report:?}");
+    let statuses: Vec<Status> = report.checks.iter().map(|c| c.status).collect();
+    assert_eq!(&statuses[..4], [Status::Ok; 4], "{report:?}");
+    assert_eq!(
+        report.checks[7].status,
+        Status::Warning,
+        "not logged in yet"
+    );
+
+    let login = phone.login("cashier-7", &mut ignore).await.unwrap();
+    assert!(login.succeeded(), "{}", login.reason());
+    let report = phone.diagnose().await;
+    assert_eq!(report.checks[7].status, Status::Ok, "{report:?}");
+
+    // A sale.
+    let sale = phone.pay(&cny("12.50"), &mut ignore).await.unwrap();
+    assert!(sale.succeeded(), "{}", sale.reason());
+    assert_eq!(sale.recovered, None);
+    let summary = sale.summary();
+    assert_eq!(summary.amount.as_deref(), Some("12.50 CNY"));
+    let sale_txn = summary.poi_transaction_id.clone().unwrap();
+    let pan = summary.masked_pan.clone().unwrap();
+    assert!(pan.contains("******"), "{pan}");
+    assert!(!summary.receipt.is_empty(), "the customer's receipt");
+    assert!(
+        summary.receipt.iter().any(|l| l.contains("12.50")),
+        "{:?}",
+        summary.receipt
+    );
+    let ResponseBody::Payment(p) = &sale.response.body else {
+        panic!("a payment answer")
+    };
+    assert_eq!(
+        p.sale_data.as_ref().unwrap().operator_id.as_deref(),
+        Some("cashier-7"),
+        "the operator logged in travels with the payment"
+    );
+
+    // Its status: the terminal repeats the same answer.
+    let status = phone.status(&sale.service_id, &mut ignore).await.unwrap();
+    assert!(status.mismatches.is_empty(), "{:?}", status.mismatches);
+    let repeated = status.repeated.expect("the terminal repeats the answer");
+    assert_eq!(
+        phone::Summary::of(&sale.service_id, &repeated.body, None).poi_transaction_id,
+        Some(sale_txn.clone())
+    );
+
+    // A refund without the right code is refused, then done with it.
+    let wrong = SupervisorCode::new("000000").unwrap();
+    let refused = phone
+        .refund(&cny("2.50"), &sale_txn, None, &wrong, &mut ignore)
+        .await
+        .unwrap();
+    assert!(!refused.succeeded());
+    assert_eq!(
+        refused.response.body.response().error_condition,
+        Some(ErrorCondition::Refusal)
+    );
+    assert!(
+        refused.reason().contains("supervisor code"),
+        "{}",
+        refused.reason()
+    );
+    let refund = phone
+        .refund(
+            &cny("2.50"),
+            &sale_txn,
+            None,
+            &supervisor.code(),
+            &mut ignore,
+        )
+        .await
+        .unwrap();
+    assert!(refund.succeeded(), "{}", refund.reason());
+    assert_eq!(
+        w.host_count("SELECT count(*) FROM journal WHERE kind = 'refund' AND response_code = '00'"),
+        1
+    );
+
+    // A second sale, reversed.
+    let second = phone.pay(&cny("30"), &mut ignore).await.unwrap();
+    assert!(second.succeeded(), "{}", second.reason());
+    let second_txn = second.summary().poi_transaction_id.unwrap();
+    let reversal = phone
+        .reverse(&second_txn, None, &supervisor.code(), &mut ignore)
+        .await
+        .unwrap();
+    assert!(reversal.succeeded(), "{}", reversal.reason());
+    assert_eq!(
+        w.host_count("SELECT count(*) FROM journal WHERE kind = 'sale' AND state = 'voided'"),
+        1
+    );
+    let status = phone
+        .status(&reversal.service_id, &mut ignore)
+        .await
+        .unwrap();
+    assert!(matches!(
+        status.repeated.map(|r| r.body),
+        Some(ResponseBody::Reversal(_))
+    ));
+
+    // The phone's own record: newest first, every answer kept.
+    let records = phone.history().list(50).unwrap();
+    let transactions: Vec<(Kind, State, Option<&str>)> = records
+        .iter()
+        .filter(|r| matches!(r.kind, Kind::Payment | Kind::Refund | Kind::Reversal))
+        .map(|r| (r.kind, r.state, r.result.as_deref()))
+        .collect();
+    assert_eq!(
+        transactions,
+        [
+            (Kind::Reversal, State::Answered, Some("Success")),
+            (Kind::Payment, State::Answered, Some("Success")),
+            (Kind::Refund, State::Answered, Some("Success")),
+            (Kind::Refund, State::Answered, Some("Failure")),
+            (Kind::Payment, State::Answered, Some("Success")),
+        ]
+    );
+    let first = records
+        .iter()
+        .find(|r| r.service_id == sale.service_id)
+        .unwrap();
+    assert_eq!(first.masked_pan.as_deref(), Some(pan.as_str()));
+    assert_eq!(first.poi_transaction_id.as_deref(), Some(sale_txn.as_str()));
+
+    let logout = phone.logout(&mut ignore).await.unwrap();
+    assert!(logout.succeeded(), "{}", logout.reason());
+    assert_eq!(phone.history().operator().unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminals_progress_is_shown_while_the_payment_runs() {
+    // No card is presented until the phone has shown the terminal's
+    // request for one.
+    let w = World::start(EcrConfig::default()).await;
+    let mut phone = Phone::open(w.pair_phone("phone")).unwrap();
+    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let paying = tokio::spawn(async move {
+        phone
+            .pay(&cny("12.50"), &mut |e| {
+                let _ = seen.send(e);
+            })
+            .await
+    });
+    match events.recv().await.expect("the phone shows the progress") {
+        Event::Progress(line) => assert_eq!(line, "Present card CNY 12.50"),
+        other => panic!("{other:?}"),
+    }
+    w.ecr.present_card("approved").unwrap();
+    let outcome = paying.await.unwrap().unwrap();
+    assert!(outcome.succeeded(), "{}", outcome.reason());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_recovered_by_transaction_status_and_never_resent() {
+    // The phone stops waiting while the payment waits for a card, and the
+    // terminal restarts before anyone presents one: the phone learns
+    // from the terminal what became of the payment, and sends nothing
+    // else.
+    let mut w = World::start(EcrConfig {
+        card_timeout: Duration::from_secs(2),
+        ..EcrConfig::default()
+    })
+    .await;
+    let mut options = w.pair_phone("phone");
+    options.timeouts.answer = Duration::from_millis(500);
+    options.status = Backoff {
+        attempts: 300,
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+    };
+    let mut phone = Phone::open(options).unwrap();
+    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let paying = tokio::spawn(async move {
+        let outcome = phone
+            .pay(&cny("12.50"), &mut |e| {
+                let _ = seen.send(e);
+            })
+            .await;
+        (phone, outcome)
+    });
+    let lost = loop {
+        match events.recv().await.expect("the phone reports how it goes") {
+            Event::Progress(line) => assert_eq!(line, "Present card CNY 12.50"),
+            Event::AnswerLost { reason } => break reason,
+            other => panic!("{other:?} before the answer was lost"),
+        }
+    };
+    assert!(
+        lost.starts_with("timeout: no answer from the terminal"),
+        "{lost}"
+    );
+    w.restart().await;
+
+    let (phone, outcome) = paying.await.unwrap();
+    let outcome = outcome.unwrap();
+    assert_eq!(outcome.recovered.as_deref(), Some(lost.as_str()));
+    // Nobody presented a card: the payment was not made, and the terminal
+    // says so (cancelled by its card timeout, or aborted by the restart).
+    assert!(!outcome.succeeded());
+    let condition = outcome.response.body.response().error_condition;
+    assert!(
+        matches!(
+            condition,
+            Some(ErrorCondition::Cancel | ErrorCondition::Aborted)
+        ),
+        "{}",
+        outcome.reason()
+    );
+    let record = phone.history().find(&outcome.service_id).unwrap().unwrap();
+    assert_eq!(record.state, State::Recovered);
+    assert_eq!(record.result.as_deref(), Some("Failure"));
+    let payments = phone
+        .history()
+        .list(1000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Payment)
+        .count();
+    assert_eq!(payments, 1, "one payment request, the rest status requests");
+    assert_eq!(w.host_count("SELECT count(*) FROM journal"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_and_a_replaced_certificate_are_named() {
+    let w = World::start(auto("approved")).await;
+    let options = w.pair_phone("phone");
+    let pairing = PairingStore::new(&options.data_dir).get(None).unwrap();
+    let mut ignore = |_: Event| {};
+
+    // Another certificate than the paired one: refused before anything
+    // is sent, and not retried.
+    let mut replaced = pairing.clone();
+    replaced.cert_sha256[0] ^= 1;
+    let mut impostor = Phone::with_pairing(options.clone(), replaced).unwrap();
+    let err = impostor.pay(&cny("1"), &mut ignore).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PhoneError::Unreachable {
+                attempts: 1,
+                last: TransportError::CertificateMismatch(_)
+            }
+        ),
+        "{err}"
+    );
+    let report = impostor.diagnose().await;
+    assert_eq!(report.checks[2].status, Status::Failed, "{report:?}");
+    assert!(report.checks[2].detail.starts_with("certificate mismatch"));
+
+    // The terminal revokes the phone's key: its messages are rejected
+    // unread.
+    w.ecr.revoke(&pairing.key_identifier).unwrap();
+    let mut phone = Phone::open(options).unwrap();
+    let err = phone.pay(&cny("1"), &mut ignore).await.unwrap_err();
+    assert!(matches!(err, PhoneError::KeyRejected { .. }), "{err}");
+    assert!(err.to_string().contains("pair again"), "{err}");
+    let report = phone.diagnose().await;
+    assert_eq!(report.checks[3].status, Status::Failed, "{report:?}");
+    assert_eq!(
+        w.host_count("SELECT count(*) FROM journal WHERE kind = 'sale'"),
+        0
+    );
+}
