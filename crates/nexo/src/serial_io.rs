@@ -18,11 +18,11 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -31,9 +31,6 @@ use crate::message::RequestBody;
 use crate::model::MessageHeader;
 use crate::serial::{Config, Link, LinkEvent, SendError};
 use crate::wire::{EventToNotify, MessageType};
-
-/// The stream of a serial device opened with [`open`].
-pub use tokio_serial::SerialStream;
 
 /// Bytes read from the stream at a time.
 const READ_CHUNK: usize = 4096;
@@ -117,16 +114,54 @@ pub struct LinkStats {
 
 /// Opens a serial device (`/dev/ttyUSB0`, `/dev/rfcomm0`, a pty) at `baud`
 /// baud, 8 data bits, no parity, one stop bit, no flow control, in raw
-/// mode and for this process only. Must be called within a tokio runtime.
-pub fn open(path: &str, baud: u32) -> Result<SerialStream, SerialIoError> {
+/// mode and exclusive mode. Must be called within a tokio runtime.
+pub fn open(path: &str, baud: u32) -> Result<SerialDevice, SerialIoError> {
     use tokio_serial::SerialPortBuilderExt as _;
     tokio_serial::new(path, baud)
         .open_native_async()
+        .map(SerialDevice)
         .map_err(|source| SerialIoError::Open {
             path: path.to_owned(),
             baud,
             source,
         })
+}
+
+/// A serial device opened with [`open`], as a tokio byte stream.
+///
+/// Flushing returns at once: written bytes are in the kernel's queue
+/// already, and waiting for the line to send them (`tcdrain`, what the
+/// device's own flush does) would block the runtime's thread for as long
+/// as the queue takes on the wire.
+#[derive(Debug)]
+pub struct SerialDevice(tokio_serial::SerialStream);
+
+impl AsyncRead for SerialDevice {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SerialDevice {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// How the terminal's side runs.

@@ -16,7 +16,7 @@ use nexo::message::{RequestBody, ResponseBody, SaleToPoiResponse, ToJson};
 use nexo::model::{DiagnosisResponse, HostStatus, MessageHeader, Response};
 use nexo::serial::{ACK, Config, MAX_PAYLOAD, Receiver, RxEvent, encode_frame};
 use nexo::serial_io::{
-    ClientConfig, LinkStats, SerialClient, SerialIoError, SerialStream, ServeConfig, open, serve,
+    ClientConfig, LinkStats, SerialClient, SerialDevice, SerialIoError, ServeConfig, open, serve,
 };
 use nexo::wire::EventToNotify;
 use paycrypto::nexo::NexoKey;
@@ -110,7 +110,7 @@ impl Drop for PtyPair {
     }
 }
 
-fn port(path: &Path) -> SerialStream {
+fn port(path: &Path) -> SerialDevice {
     open(path.to_str().unwrap(), BAUD).unwrap()
 }
 
@@ -623,7 +623,7 @@ async fn a_silent_line_exhausts_retransmissions() {
 
 /// Reads frames from `stream` with the sans-IO receiver until one arrives,
 /// acknowledging it.
-async fn read_frame(stream: &mut SerialStream, rx: &mut Receiver) -> Vec<u8> {
+async fn read_frame(stream: &mut SerialDevice, rx: &mut Receiver) -> Vec<u8> {
     let mut buf = [0u8; 1024];
     loop {
         if let Some(event) = rx.poll_event() {
