@@ -11,6 +11,9 @@
 //!   and key check values.
 //! - [`nexo`]: the message security of the nexo Sale-to-POI JSON API as Adyen
 //!   terminals speak it locally.
+//! - [`totp`]: one-time codes from an authenticator app (RFC 6238), each
+//!   accepted once: the supervisor's code and the back office's second
+//!   factor.
 //!
 //! The primitives (AES, DES/TDES, CMAC, HMAC, SHA-1/SHA-256, PBKDF2, CBC and
 //! the ISO 9797-1 retail MAC) are the RustCrypto crates. The payment schemes
@@ -31,6 +34,7 @@ pub mod mac;
 pub mod nexo;
 pub mod pinblock;
 mod primitives;
+pub mod totp;
 pub mod tr31;
 
 pub use keys::{

@@ -11,6 +11,7 @@ use nexo::message::{RequestBody, ResponseBody, SaleToPoiResponse};
 use nexo::pairing::Pairing;
 use nexo::wire::{ErrorCondition, EventToNotify, ResultType};
 use paycrypto::nexo::NexoKey;
+use paycrypto::totp::{STEP_SECS, Totp};
 use pki::{InitOptions, MasterKey};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -22,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use terminal::card::{CATALOG, test_card_named};
 use terminal::ecr::server::{ServerOptions, serve};
-use terminal::ecr::supervisor::{DIGITS, STEP_SECS, Totp};
 use terminal::ecr::tls::EcrCertificate;
 use terminal::ecr::{EcrConfig, EcrService, Endpoint, Link};
 use terminal::{Terminal, TerminalOptions};
@@ -257,7 +257,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn from_uri(uri: &str) -> Self {
+    fn from_uri(uri: &str, poi_id: &str) -> Self {
         let secret = uri
             .split("secret=")
             .nth(1)
@@ -269,7 +269,7 @@ impl Supervisor {
             .decode(secret.as_bytes())
             .unwrap();
         Supervisor {
-            totp: Totp::new(bytes),
+            totp: terminal::ecr::supervisor::totp(&bytes, poi_id).unwrap(),
             last: AtomicU64::new(0),
         }
     }
@@ -284,7 +284,7 @@ impl Supervisor {
             / STEP_SECS;
         let step = now.max(self.last.load(Ordering::SeqCst) + 1);
         self.last.store(step, Ordering::SeqCst);
-        format!("{:06}", self.totp.code(step, DIGITS))
+        self.totp.code_at(step * STEP_SECS)
     }
 }
 
@@ -526,7 +526,7 @@ fn auto(card: &str) -> EcrConfig {
 async fn login_payment_status_refund_reversal_diagnosis_logout() {
     let w = World::start(auto("approved"), false).await;
     let phone = w.client("till 1");
-    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap());
+    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap(), TID);
 
     let login = phone
         .send(&request(
@@ -810,7 +810,7 @@ async fn supervisor_code_missing_wrong_or_unset_sends_nothing() {
         additional(&unset)
     );
 
-    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap());
+    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap(), TID);
     let missing = phone.send(&refund("R1", None)).await;
     assert_eq!(condition(&missing), Some(ErrorCondition::Refusal));
     assert!(additional(&missing).contains("supervisor+code+is+required"));

@@ -13,6 +13,7 @@
 //! second factor that refunds and reversals need; [`tls`] the endpoint's
 //! certificate.
 
+pub mod app;
 pub mod protocol;
 pub mod server;
 pub mod store;
@@ -49,7 +50,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use store::{PairingInfo, Reservation, Store};
-use supervisor::{SupervisorError, Totp};
+use supervisor::SupervisorError;
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, oneshot};
 use zeroize::Zeroizing;
@@ -156,6 +157,9 @@ pub enum EcrError {
     /// Deriving a key failed.
     #[error("nexo key: {0}")]
     Key(#[from] NexoError),
+    /// The supervisor's TOTP secret could not be made.
+    #[error("supervisor secret: {0}")]
+    Supervisor(#[from] paycrypto::totp::TotpError),
 }
 
 /// A card could not be presented.
@@ -658,10 +662,9 @@ impl EcrService {
             .ok_or(SupervisorError::NotConfigured)?;
         let code =
             Zeroizing::new(protocol::supervisor_code(sale_data).ok_or(SupervisorError::Missing)?);
-        let totp = Totp::new(secret.expose().to_vec());
         let unix = u64::try_from(now_unix()).unwrap_or(0);
         let last = store.supervisor_last_step().ok().flatten();
-        let step = totp.verify(&code, unix, last)?;
+        let step = supervisor::verify(secret.expose(), self.poi_id(), &code, unix, last)?;
         if let Err(e) = store.set_supervisor_last_step(step) {
             tracing::error!("supervisor code not recorded as used: {e}");
             return Err(SupervisorError::NotConfigured);
@@ -1347,10 +1350,10 @@ impl EcrService {
     /// Sets a fresh supervisor TOTP secret (replacing any earlier one) and
     /// returns its `otpauth://` URI, to show once: it is the secret.
     pub fn set_supervisor(&self) -> Result<Zeroizing<String>, EcrError> {
-        let totp = Totp::generate();
-        self.inner.store.set_supervisor(totp.expose())?;
+        let totp = paycrypto::totp::Totp::generate(supervisor::ISSUER, self.poi_id())?;
+        self.inner.store.set_supervisor(totp.secret())?;
         tracing::info!("supervisor secret replaced");
-        Ok(Zeroizing::new(totp.otpauth_uri(self.poi_id())))
+        Ok(totp.otpauth_uri())
     }
 }
 
