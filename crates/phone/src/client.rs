@@ -33,7 +33,7 @@ use crate::money::{Money, MoneyError};
 use crate::recovery::{self, Observation, Recovery, Step};
 use crate::retry::Backoff;
 use crate::store::{PairingStore, StoreError};
-use crate::transport::{Https, Timeouts, Transport, TransportError};
+use crate::transport::{Https, Serial, Timeouts, Transport, TransportError};
 
 /// How the phone runs.
 #[derive(Debug, Clone)]
@@ -50,6 +50,9 @@ pub struct Options {
     pub status: Backoff,
     /// Follow the terminal's progress (its notification WebSocket).
     pub progress: bool,
+    /// A serial device to reach the terminal through instead of HTTPS
+    /// (`/dev/ttyUSB0`, `/dev/rfcomm0`), and its baud rate.
+    pub serial: Option<(String, u32)>,
 }
 
 impl Options {
@@ -62,6 +65,7 @@ impl Options {
             connect: Backoff::CONNECT,
             status: Backoff::STATUS,
             progress: true,
+            serial: None,
         }
     }
 }
@@ -390,13 +394,31 @@ impl Phone {
     /// The phone with `pairing`, stored or not (a pairing checked before
     /// it is stored).
     pub fn with_pairing(options: Options, pairing: Pairing) -> Result<Self, PhoneError> {
+        let unreachable = |last| PhoneError::Unreachable { attempts: 0, last };
+        let transport = match &options.serial {
+            Some((device, baud)) => Transport::Serial(Box::new(
+                Serial::open(device, *baud, options.timeouts).map_err(unreachable)?,
+            )),
+            None => {
+                let https = Https::new(&pairing, options.timeouts).map_err(unreachable)?;
+                Transport::Https(match options.progress {
+                    true => https,
+                    false => https.without_progress(),
+                })
+            }
+        };
+        Self::with_transport(options, pairing, transport)
+    }
+
+    /// The phone with `pairing`, reaching the terminal over `transport`.
+    pub fn with_transport(
+        options: Options,
+        pairing: Pairing,
+        transport: Transport,
+    ) -> Result<Self, PhoneError> {
         let history = History::open(&options.data_dir)?;
         let sale_id = history.sale_id()?;
         let key = pairing.key()?;
-        let transport = Transport::Https(
-            Https::new(&pairing, options.timeouts)
-                .map_err(|last| PhoneError::Unreachable { attempts: 0, last })?,
-        );
         Ok(Self {
             history,
             pairing,

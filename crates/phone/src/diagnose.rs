@@ -106,15 +106,31 @@ const NETWORK: &str = "check that the phone is on the same network as the termin
 impl Phone {
     /// Runs every step.
     pub async fn diagnose(&mut self) -> Report {
-        let Transport::Https(https) = self.transport().clone();
         let (poi_id, sale_id) = (self.pairing().poi_id.clone(), self.sale_id().to_owned());
+        let mut steps = Steps { checks: Vec::new() };
+        let https = match self.transport() {
+            Transport::Https(https) => https.clone(),
+            Transport::Serial(serial) => {
+                // No address, connection or certificate on a cable.
+                let address = serial.device().to_owned();
+                for _ in 0..3 {
+                    steps.push(Status::Skipped, format!("serial link on {address}"), None);
+                }
+                let checks = self.nexo_steps(steps, &sale_id).await;
+                return Report {
+                    poi_id,
+                    address,
+                    sale_id,
+                    checks,
+                };
+            }
+        };
         let report = |checks| Report {
             poi_id: poi_id.clone(),
             address: https.authority(),
             sale_id: sale_id.clone(),
             checks,
         };
-        let mut steps = Steps { checks: Vec::new() };
 
         let addrs = match https.resolve().await {
             Ok(addrs) => addrs,
@@ -151,26 +167,29 @@ impl Phone {
             }
         }
 
+        report(self.nexo_steps(steps, &sale_id).await)
+    }
+
+    /// The steps from the key on: a `DiagnosisRequest` and its answer.
+    async fn nexo_steps(&mut self, mut steps: Steps, sale_id: &str) -> Vec<Check> {
         let mut progress = |_: Event| {};
         let diagnosis = match self.diagnosis(&mut progress).await {
             Ok(d) => d,
             Err(e @ PhoneError::KeyRejected { .. }) => {
-                return report(
-                    steps.fail(e.to_string(), "pair again with the code the terminal shows"),
-                );
+                return steps.fail(e.to_string(), "pair again with the code the terminal shows");
             }
             Err(e) => {
-                return report(steps.fail(
+                return steps.fail(
                     e.to_string(),
                     "the terminal did not answer a diagnosis: restart its ECR service, then try again",
-                ));
+                );
             }
         };
         steps.ok(format!(
             "DiagnosisRequest answered {}",
             explain::reason(&diagnosis.response)
         ));
-        report(judge_diagnosis(steps, &diagnosis, &sale_id))
+        judge_diagnosis(steps, &diagnosis, sale_id)
     }
 }
 

@@ -5,7 +5,10 @@
 //! - [`Https`]: `POST https://<terminal>/nexo`, with the notifications
 //!   from the WebSocket `GET wss://<terminal>/nexo/events?kid=..&kv=..`
 //!   opened before the request leaves, both over TLS pinned to the
-//!   pairing's certificate.
+//!   pairing's certificate;
+//! - [`Serial`]: a USB-serial or Bluetooth RFCOMM device, through nexo's
+//!   serial client (frames, ACK/NAK, retransmission), the notifications
+//!   arriving between frames.
 //!
 //! Every failure says whether the request may have reached the terminal
 //! ([`TransportError::maybe_delivered`]): a payment that may have been
@@ -20,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, Full, Limited};
+use nexo::serial_io::{self, SerialClient, SerialIoError};
 use paycrypto::nexo::MAX_MESSAGE_LEN;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -137,6 +141,20 @@ pub enum TransportError {
     /// The answer is larger than any nexo message may be.
     #[error("the terminal's answer exceeds {MAX_MESSAGE_LEN} bytes")]
     TooLarge,
+    /// The serial device could not be opened.
+    #[error(
+        "cannot open the serial device {device}: {cause} — is the cable or Bluetooth link connected, is {device} the terminal's device, and may this user open it (group dialout)?"
+    )]
+    Device {
+        /// The device path.
+        device: String,
+        /// Why.
+        cause: String,
+    },
+    /// The message could not be framed for the serial link (nothing was
+    /// sent).
+    #[error("cannot send the message over the serial link: {0}")]
+    Frame(String),
     /// The pinned TLS configuration could not be built.
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
@@ -460,13 +478,87 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A link to a terminal. Serial links (USB-serial, Bluetooth RFCOMM)
-/// become a second variant carrying nexo's serial client, whose
-/// `exchange` has the same shape.
-#[derive(Debug, Clone)]
+/// A byte stream a serial link runs on (a serial device, a pty).
+pub trait Line: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Line for T {}
+
+/// A serial link to the terminal (USB-serial, Bluetooth RFCOMM).
+pub struct Serial {
+    device: String,
+    client: SerialClient<Box<dyn Line>>,
+}
+
+impl std::fmt::Debug for Serial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serial")
+            .field("device", &self.device)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Serial {
+    /// Opens `device` at `baud` baud (8N1, raw); answers are awaited at
+    /// most `timeouts.answer`. Must be called within a tokio runtime.
+    pub fn open(device: &str, baud: u32, timeouts: Timeouts) -> Result<Self, TransportError> {
+        let stream = serial_io::open(device, baud).map_err(|e| TransportError::Device {
+            device: device.to_owned(),
+            cause: e.to_string(),
+        })?;
+        Ok(Self::on(device, Box::new(stream), timeouts))
+    }
+
+    /// The link over `line`, named `device` in messages.
+    pub fn on(device: &str, line: Box<dyn Line>, timeouts: Timeouts) -> Self {
+        let config = serial_io::ClientConfig {
+            answer_timeout: timeouts.answer,
+            ..serial_io::ClientConfig::default()
+        };
+        Self {
+            device: device.to_owned(),
+            client: SerialClient::new(line, config),
+        }
+    }
+
+    /// The device's path.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Sends `request` and returns its answer; notifications received
+    /// meanwhile go to `on_notification`.
+    pub async fn exchange(
+        &mut self,
+        request: &[u8],
+        on_notification: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<Vec<u8>, TransportError> {
+        self.client
+            .exchange(request, |bytes| on_notification(&bytes))
+            .await
+            .map_err(|e| match e {
+                // The link may have carried the request before it failed:
+                // its answer is lost, not refused.
+                SerialIoError::Timeout { waited, .. } => {
+                    TransportError::AnswerTimeout { after: waited }
+                }
+                e @ (SerialIoError::Closed
+                | SerialIoError::Io { .. }
+                | SerialIoError::RetransmissionsExhausted { .. }) => TransportError::Cut {
+                    reason: format!("serial device {}: {e}", self.device),
+                },
+                e => TransportError::Frame(e.to_string()),
+            })
+    }
+}
+
+/// A link to a terminal.
+#[derive(Debug)]
 pub enum Transport {
     /// HTTPS with WebSocket notifications.
     Https(Https),
+    /// A serial link (boxed: its client holds the link's buffers).
+    Serial(Box<Serial>),
 }
 
 impl Transport {
@@ -479,6 +571,7 @@ impl Transport {
     ) -> Result<Vec<u8>, TransportError> {
         match self {
             Self::Https(https) => https.exchange(request, on_notification).await,
+            Self::Serial(serial) => serial.exchange(request, on_notification).await,
         }
     }
 }

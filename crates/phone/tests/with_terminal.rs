@@ -25,7 +25,7 @@ use pki::{InitOptions, MasterKey};
 use terminal::card::CATALOG;
 use terminal::ecr::server::{ServerOptions, serve};
 use terminal::ecr::tls::EcrCertificate;
-use terminal::ecr::{EcrConfig, EcrService, Endpoint};
+use terminal::ecr::{EcrConfig, EcrService, Endpoint, Link};
 use terminal::{Terminal, TerminalOptions};
 
 const MERCHANT: &str = "M00000000000001";
@@ -581,4 +581,119 @@ async fn a_revoked_key_and_a_replaced_certificate_are_named() {
         w.host_count("SELECT count(*) FROM journal WHERE kind = 'sale'"),
         0
     );
+}
+
+/// Two connected pseudo-terminals made by socat: the phone's end of the
+/// cable and the terminal's.
+struct PtyPair {
+    dir: tempfile::TempDir,
+    socat: std::process::Child,
+}
+
+impl PtyPair {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("socat.log")).unwrap();
+        let pty = |name: &str| format!("pty,raw,echo=0,link={}", dir.path().join(name).display());
+        let socat = std::process::Command::new("socat")
+            .args(["-d", "-d", &pty("phone"), &pty("terminal")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("socat is needed (scripts/test installs it): {e}"));
+        let pair = Self { dir, socat };
+        // socat logs this once both ptys exist; a safety net bounds the wait.
+        for _ in 0..2000 {
+            let log =
+                std::fs::read_to_string(pair.dir.path().join("socat.log")).unwrap_or_default();
+            if log.contains("starting data transfer loop") {
+                return pair;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("socat did not start");
+    }
+
+    fn end(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_over_a_serial_link() {
+    let w = World::start(EcrConfig::default()).await;
+    let mut options = w.pair_phone("phone");
+    let pairing = PairingStore::new(&options.data_dir).get(None).unwrap();
+    let cable = PtyPair::new();
+
+    // The terminal's end: nexo's serial server in front of the terminal's
+    // ECR service, with the pairing's notifications between answers.
+    let line = nexo::serial_io::open(&cable.end("terminal"), 115_200).unwrap();
+    let mut notifications = w
+        .ecr
+        .notifications(&pairing.key_identifier, pairing.key_version)
+        .unwrap();
+    let (notify, pushed) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(bytes) = notifications.next().await {
+            if notify.send(bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let ecr = w.ecr.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(nexo::serial_io::serve(
+        line,
+        nexo::serial_io::ServeConfig::default(),
+        move |bytes| {
+            let ecr = ecr.clone();
+            async move { ecr.handle(&bytes, Link::secured_only()).await }
+        },
+        pushed,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    options.serial = Some((cable.end("phone"), 115_200));
+    let mut phone = Phone::open(options).unwrap();
+    let report = phone.diagnose().await;
+    assert!(report.ok(), "{report:?}");
+    assert!(
+        report.checks[..3]
+            .iter()
+            .all(|c| c.status == Status::Skipped)
+    );
+    assert_eq!(
+        report.checks[3].status,
+        Status::Ok,
+        "the key, over the cable"
+    );
+
+    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let paying = tokio::spawn(async move {
+        phone
+            .pay(&cny("12.50"), &mut |e| {
+                let _ = seen.send(e);
+            })
+            .await
+    });
+    match events.recv().await.expect("the phone shows the progress") {
+        Event::Progress(line) => assert_eq!(line, "Present card CNY 12.50"),
+        other => panic!("{other:?}"),
+    }
+    w.ecr.present_card("approved").unwrap();
+    let outcome = paying.await.unwrap().unwrap();
+    assert!(outcome.succeeded(), "{}", outcome.reason());
+    assert_eq!(outcome.summary().amount.as_deref(), Some("12.50 CNY"));
+    let _ = stop.send(());
 }

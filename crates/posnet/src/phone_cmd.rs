@@ -47,6 +47,14 @@ pub struct PhoneArgs {
     /// instead of two).
     #[arg(long, global = true)]
     no_progress: bool,
+    /// Reach the terminal over this serial device (USB-serial
+    /// `/dev/ttyUSB0`, Bluetooth `/dev/rfcomm0`) instead of HTTPS; the
+    /// pairing still gives the terminal's POIID and key.
+    #[arg(long, env = "POSNET_PHONE_DEVICE", global = true)]
+    device: Option<String>,
+    /// The serial device's baud rate.
+    #[arg(long, default_value_t = 115_200, global = true)]
+    baud: u32,
 }
 
 #[derive(Subcommand)]
@@ -153,6 +161,7 @@ pub fn run(args: PhoneArgs) -> Result<()> {
             answer: Duration::from_secs(args.answer_timeout_secs.max(1)),
         },
         progress: !args.no_progress,
+        serial: args.device.clone().map(|device| (device, args.baud)),
         ..Options::new(&args.data_dir)
     };
     let out = Output { json: args.json };
