@@ -1217,6 +1217,41 @@ mod tests {
     }
 
     #[test]
+    fn summaries_of_an_approval_and_a_refusal() {
+        let read = |json: &[u8]| parse_response(json, Security::Plain).unwrap().message.body;
+        let approved = Summary::of(
+            "0314092653",
+            &read(include_bytes!(
+                "../../nexo/tests/fixtures/responses/payment.json"
+            )),
+            None,
+        );
+        assert_eq!(approved.result, "Success");
+        assert_eq!(approved.amount.as_deref(), Some("12.50 EUR"));
+        assert_eq!(approved.masked_pan.as_deref(), Some("627012******0018"));
+        assert_eq!(approved.approval_code.as_deref(), Some("A1B2C3"));
+        assert_eq!(approved.poi_transaction_id.as_deref(), Some("000123"));
+        assert_eq!(approved.receipt.len(), 4);
+        assert_eq!(approved.advice, None);
+
+        let declined = Summary::of(
+            "0314092653",
+            &read(include_bytes!(
+                "../../nexo/tests/fixtures/responses/payment-declined.json"
+            )),
+            Some("timeout".into()),
+        );
+        assert_eq!(declined.error_condition.as_deref(), Some("Refusal"));
+        assert_eq!(
+            declined.reason,
+            "Refusal: insufficient funds (responseCode=51)"
+        );
+        assert!(declined.advice.unwrap().contains("another card"));
+        assert_eq!(declined.amount.as_deref(), Some("0.00 EUR"));
+        assert_eq!(declined.recovered.as_deref(), Some("timeout"));
+    }
+
+    #[test]
     fn supervisor_codes_are_six_digits_and_never_shown() {
         let code = SupervisorCode::new("042917").unwrap();
         assert_eq!(code.sale_to_acquirer_data(), "supervisorCode=042917");

@@ -428,6 +428,20 @@ impl History {
         })
     }
 
+    /// The `limit` most recent payments, refunds and reversals, newest
+    /// first.
+    pub fn transactions(&self, limit: u32) -> Result<Vec<Record>, HistoryError> {
+        self.with(|c| {
+            c.prepare(&format!(
+                "SELECT {COLUMNS} FROM exchanges
+                 WHERE kind IN ('payment', 'refund', 'reversal')
+                 ORDER BY id DESC LIMIT ?1"
+            ))?
+            .query_map([limit], Self::record)?
+            .collect()
+        })
+    }
+
     /// The exchange with `service_id`.
     pub fn find(&self, service_id: &str) -> Result<Option<Record>, HistoryError> {
         self.with(|c| {
@@ -523,7 +537,18 @@ mod tests {
             r.poi_transaction_time.as_deref(),
             Some("2025-03-14T09:26:58.000Z")
         );
-        assert_eq!(h.list(10).unwrap(), vec![r]);
+        assert_eq!(h.list(10).unwrap(), vec![r.clone()]);
+        let status = h
+            .begin(&NewExchange {
+                kind: Kind::Status,
+                amount_minor: None,
+                currency: None,
+                reference: Some(&sid),
+                ..payment("2025-03-14T09:27:00Z")
+            })
+            .unwrap();
+        assert_eq!(h.list(10).unwrap()[0].service_id, status);
+        assert_eq!(h.transactions(10).unwrap(), vec![r]);
         assert!(h.find("0000000099").unwrap().is_none());
     }
 

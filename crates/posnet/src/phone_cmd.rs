@@ -6,7 +6,6 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use phone::diagnose::Status as CheckStatus;
-use phone::history::Kind;
 use phone::store::PairingStore;
 use phone::transport::Timeouts;
 use phone::{Event, Money, Options, Outcome, Phone, Summary, SupervisorCode};
@@ -507,14 +506,12 @@ async fn status(phone: &mut Phone, out: &Output, service_id: &str) -> Result<()>
 
 fn history(options: &Options, out: &Output, limit: u32, all: bool) -> Result<()> {
     let history = phone::history::History::open(&options.data_dir)?;
-    // Status requests, diagnoses and sessions are only shown with --all;
-    // they are fetched too so that `limit` counts what is shown.
-    let records: Vec<_> = history
-        .list(if all { limit } else { u32::MAX })?
-        .into_iter()
-        .filter(|r| all || matches!(r.kind, Kind::Payment | Kind::Refund | Kind::Reversal))
-        .take(limit as usize)
-        .collect();
+    // Status requests, diagnoses and sessions are only shown with --all.
+    let records = if all {
+        history.list(limit)?
+    } else {
+        history.transactions(limit)?
+    };
     if out.json {
         return out.document(&records);
     }
