@@ -11,7 +11,7 @@
 
 use crate::engine::{SafItem, SafKind, Totals, TxnKind};
 use pki::{MasterKey, SealError};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 
 const SCHEMA: &str = r#"
@@ -290,7 +290,9 @@ impl Journal {
         exchange: Option<i64>,
     ) -> Result<i64, JournalError> {
         let at = now();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO txns (kind, amount, currency, masked_pan, stan, batch, state, original_batch, original_stan, created_at, updated_at, ecr_exchange)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
@@ -337,7 +339,9 @@ impl Journal {
         drop_reversal: bool,
     ) -> Result<(), JournalError> {
         let at = now();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE txns SET state = ?2, response_code = ?3, reason = ?4, auth_code = ?5, rrn = ?6, updated_at = ?7 WHERE id = ?1",
             params![id, state, code, reason, auth_code, rrn, at],
@@ -414,7 +418,9 @@ impl Journal {
 
     /// Deletes an acknowledged stored message and notes it in the transaction's history.
     pub fn saf_done(&mut self, id: i64, note: &str) -> Result<(), JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let txn: Option<i64> = tx
             .query_row("SELECT txn_id FROM saf WHERE id = ?1", params![id], |r| {
                 r.get(0)

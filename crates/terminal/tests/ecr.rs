@@ -940,6 +940,59 @@ async fn limit_unsupported_busy_in_progress_abort_and_card_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_that_hangs_up_still_gets_its_answer_from_transaction_status() {
+    let w = World::start(EcrConfig::default(), false).await;
+    let phone = w.client("till 1");
+    let rows = w.host_count("SELECT count(*) FROM journal");
+    // The phone sends a payment and hangs up while it waits for the card.
+    let sealed = paycrypto::nexo::encrypt(
+        &phone.key,
+        payment("P1", 10.0, json!({})).to_string().as_bytes(),
+    )
+    .unwrap();
+    let mut tls = phone.connect().await;
+    let head = format!(
+        "POST /nexo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        sealed.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(sealed.as_bytes()).await.unwrap();
+    w.wait_display("Present card").await;
+    drop(tls);
+    // The card comes after the phone has gone: the payment still ends,
+    // and its answer is there for the phone when it asks.
+    w.ecr.present_card("approved").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut asked = 0;
+    let status = loop {
+        asked += 1;
+        let status = phone
+            .send(&request(
+                "TransactionStatus",
+                &format!("Q{asked}"),
+                json!({ "MessageReference": { "ServiceID": "P1" } }),
+            ))
+            .await;
+        if condition(&status) != Some(ErrorCondition::InProgress) {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the payment never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        response_of(&status).result,
+        ResultType::Success,
+        "{:?} {}",
+        condition(&status),
+        additional(&status)
+    );
+    assert_eq!(w.host_count("SELECT count(*) FROM journal"), rows + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_survive_a_restart_and_interrupted_exchanges_are_answered() {
     let mut w = World::start(auto("approved"), false).await;
     let pairing = w.ecr.pair("till 1").unwrap();

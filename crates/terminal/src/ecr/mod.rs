@@ -351,7 +351,26 @@ impl EcrService {
     /// over `link`: the bytes to send back, secured under the key the
     /// message came with, or plain. Empty for a message nexo answers with
     /// nothing (an abort). Never fails: every problem is a nexo answer.
+    ///
+    /// The exchange runs on a task of its own, so that a caller that goes
+    /// away (a phone whose connection dropped, a server dropping the
+    /// request's future) does not stop it half-way: the payment still ends
+    /// and its answer is still stored for TransactionStatus.
     pub async fn handle(&self, body: &[u8], link: Link) -> Vec<u8> {
+        let this = self.clone();
+        let body = body.to_vec();
+        match tokio::spawn(async move { this.answer(&body, link).await }).await {
+            Ok(reply) => reply,
+            // The task panicked (a bug) or the runtime is shutting down:
+            // there is no answer to give; the journal holds what happened.
+            Err(e) => {
+                tracing::error!("nexo exchange ended without an answer: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn answer(&self, body: &[u8], link: Link) -> Vec<u8> {
         let now = OffsetDateTime::now_utc();
         let poi_id = self.poi_id().to_owned();
         // The key is chosen by what the envelope names; the content is

@@ -8,7 +8,7 @@ use super::protocol::{DEDUPE_WINDOW_SECS, within_window};
 use crate::journal::{self, JournalError};
 use nexo::wire::MessageCategory;
 use pki::MasterKey;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::Mutex;
 use zeroize::Zeroizing;
@@ -115,7 +115,10 @@ impl Store {
         now: i64,
     ) -> Result<Reservation, JournalError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // Immediate: the transaction reads before it writes, and the
+        // journal's connection writes to the same file; a deferred one
+        // would fail with SQLITE_BUSY instead of waiting for it.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing = tx
             .query_row(
                 &format!(
@@ -277,7 +280,7 @@ impl Store {
     pub fn set_supervisor(&self, secret: &[u8]) -> Result<(), JournalError> {
         let sealed = hex::encode(self.key.seal(SUPERVISOR_PURPOSE, secret));
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
             params![SUPERVISOR_SECRET, sealed],
