@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | POST | `/nexo`, `/nexo/` | one message as the body (chunked or not; an `X-API-Key` header is accepted and ignored); the answer as the response body (empty for an abort) |
 //! | GET | `/nexo/events?kid=<key id>&kv=<version>` | WebSocket: the terminal's `DisplayRequest` and `EventNotification` messages, secured under that pairing's key |
+//! | GET | `/app/...` | the cashier's phone web app ([`super::app`]) |
 //!
 //! TLS with the terminal's own certificate ([`super::tls`]). Bounded: a
 //! body over 64 KiB is refused (413), at most `max_connections`
@@ -89,6 +90,7 @@ pub async fn serve(
         .route("/nexo", post(nexo))
         .route("/nexo/", post(nexo))
         .route("/nexo/events", get(events))
+        .merge(super::app::router(app.ecr.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
