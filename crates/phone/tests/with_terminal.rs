@@ -25,7 +25,7 @@ use pki::{InitOptions, MasterKey};
 use terminal::card::CATALOG;
 use terminal::ecr::server::{ServerOptions, serve};
 use terminal::ecr::tls::EcrCertificate;
-use terminal::ecr::{EcrConfig, EcrService, Endpoint, Link};
+use terminal::ecr::{EcrConfig, EcrService, Endpoint};
 use terminal::{Terminal, TerminalOptions};
 
 const MERCHANT: &str = "M00000000000001";
@@ -631,38 +631,20 @@ impl Drop for PtyPair {
 async fn pay_over_a_serial_link() {
     let w = World::start(EcrConfig::default()).await;
     let mut options = w.pair_phone("phone");
-    let pairing = PairingStore::new(&options.data_dir).get(None).unwrap();
     let cable = PtyPair::new();
 
-    // The terminal's end: nexo's serial server in front of the terminal's
-    // ECR service, with the pairing's notifications between answers.
-    let line = nexo::serial_io::open(&cable.end("terminal"), 115_200).unwrap();
-    let mut notifications = w
-        .ecr
-        .notifications(&pairing.key_identifier, pairing.key_version)
-        .unwrap();
-    let (notify, pushed) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        while let Some(bytes) = notifications.next().await {
-            if notify.send(bytes).await.is_err() {
-                return;
-            }
-        }
-    });
-    let ecr = w.ecr.clone();
+    // The terminal's end: its ECR service behind nexo's serial server, as
+    // `posnet terminal run --serial` runs it; the notifications follow the
+    // key the phone's requests are secured with.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(nexo::serial_io::serve(
-        line,
-        nexo::serial_io::ServeConfig::default(),
-        move |bytes| {
-            let ecr = ecr.clone();
-            async move { ecr.handle(&bytes, Link::secured_only()).await }
-        },
-        pushed,
-        async {
+    let device = cable.end("terminal");
+    let ecr = w.ecr.clone();
+    tokio::spawn(async move {
+        terminal::ecr::serial::serve_device(ecr, &device, 115_200, async {
             let _ = stopped.await;
-        },
-    ));
+        })
+        .await
+    });
 
     options.serial = Some((cable.end("phone"), 115_200));
     let mut phone = Phone::open(options).unwrap();

@@ -180,6 +180,14 @@ struct NexoArgs {
     /// once (unattended demonstrations).
     #[arg(long)]
     present_card: Option<String>,
+    /// A serial device phones and registers reach the terminal on
+    /// (`/dev/ttyUSB0`, `/dev/rfcomm0`; repeatable): the same nexo
+    /// messages in serial frames (docs/serial-and-bluetooth.md).
+    #[arg(long = "serial")]
+    serial_devices: Vec<String>,
+    /// Baud rate of the serial devices.
+    #[arg(long, default_value_t = 115_200)]
+    serial_baud: u32,
 }
 
 /// Runs `posnet terminal`.
@@ -378,6 +386,23 @@ async fn serve(
         },
         until_stopped(stopped.clone()),
     ));
+    // A serial link that fails is logged; the terminal serves on without it.
+    let serial_links: Vec<_> = nexo
+        .serial_devices
+        .iter()
+        .map(|path| {
+            let (ecr, path, stopped) = (ecr.clone(), path.clone(), stopped.clone());
+            let baud = nexo.serial_baud;
+            tokio::spawn(async move {
+                match terminal::ecr::serial::serve_device(ecr, &path, baud, until_stopped(stopped))
+                    .await
+                {
+                    Ok(stats) => tracing::info!(path, ?stats, "serial link closed"),
+                    Err(e) => tracing::error!(path, "serial link: {e}"),
+                }
+            })
+        })
+        .collect();
     let signal = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -394,6 +419,9 @@ async fn serve(
         .await
         .context("the nexo endpoint")?
         .context("serving the nexo endpoint")?;
+    for link in serial_links {
+        let _ = link.await;
+    }
     tracing::info!("shutting down: closing the host link");
     let _ = supervisor.await;
     Ok(())

@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod protocol;
+pub mod serial;
 pub mod server;
 pub mod store;
 pub mod supervisor;
