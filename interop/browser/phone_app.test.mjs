@@ -27,9 +27,11 @@ async function screenshot(name) {
 
 const text = (selector) => page.locator(selector).innerText();
 
-/// Types `amount` and charges it; resolves once the terminal asks for the card.
-async function chargeUntilPresentCard(amount) {
+/// Types `amount` and charges it; resolves once the terminal asks for the
+/// card. `shot`: a screenshot of the amount typed.
+async function chargeUntilPresentCard(amount, shot) {
   await page.fill("#amount", amount);
+  if (shot) await screenshot(shot);
   await page.click("#pay-button");
   await page.locator("#progress", { hasText: "Present card" }).waitFor();
 }
@@ -73,6 +75,8 @@ test("the app is served with strict security headers", async () => {
 
 test("pairing by typing the code shows the terminal's POIID and fingerprint", async () => {
   const code = deployment.pair("browser phone");
+  await page.fill("#pair-code", code);
+  await screenshot("1-pairing");
   await page.fill("#pair-code", code.replace(/fp=[0-9a-f]+/, "fp=00"));
   await page.click("#pair-button");
   await page.locator("#pair-error", { hasText: "not 64 hexadecimal digits" }).waitFor();
@@ -82,7 +86,6 @@ test("pairing by typing the code shows the terminal's POIID and fingerprint", as
   await page.locator("#pair-error", { hasText: "is for the terminal at 192.0.2.7:8443" }).waitFor();
 
   await page.fill("#pair-code", code);
-  await screenshot("1-pairing");
   await page.click("#pair-button");
   await page.locator("#view-paired").waitFor();
   assert.equal(await text("#paired-poi"), deployment.terminalId);
@@ -95,9 +98,9 @@ test("pairing by typing the code shows the terminal's POIID and fingerprint", as
 });
 
 test("a payment shows the terminal's progress, then APPROVED with the receipt", async () => {
-  await chargeUntilPresentCard("12.50");
+  await chargeUntilPresentCard("12.50", "3-amount");
   assert.match(await text("#progress"), /CNY 12\.50/);
-  await screenshot("3-present-card");
+  await screenshot("4-present-card");
   deployment.present("approved");
   await page.locator("#result-banner", { hasText: "APPROVED" }).waitFor();
   assert.equal(await text("#result-amount"), "CNY 12.50");
@@ -109,7 +112,7 @@ test("a payment shows the terminal's progress, then APPROVED with the receipt", 
   assert.match(receipt, /CNY 12\.50/);
   assert.match(receipt, /APPROVED/);
   assert.doesNotMatch(receipt, /6200000000000005/);
-  await screenshot("4-approved");
+  await screenshot("5-approved");
   const journal = deployment.transactions();
   assert.equal(journal.length, 1);
   assert.equal(journal[0].state, "approved");
@@ -124,7 +127,7 @@ test("a declined card shows the terminal's reason in words", async () => {
   assert.match(await text("#result-reason"), /Insufficient funds \(Refusal, response code 51\)/);
   assert.match(await text("#result-advice"), /another card/);
   assert.match(await text("#result-details"), /620000\*{6}0013/);
-  await screenshot("5-declined");
+  await screenshot("6-declined");
   await page.click("#result-done");
 });
 
@@ -134,7 +137,7 @@ test("the history lists both payments, and the terminal confirms the approved on
   await until("the history shows two payments", async () => (await items.count()) === 2);
   assert.match(await items.nth(0).innerText(), /payment · CNY 12\.50 · DECLINED/);
   assert.match(await items.nth(1).innerText(), /payment · CNY 12\.50 · APPROVED/);
-  await screenshot("6-history");
+  await screenshot("7-history");
   await items.nth(1).locator("button").click();
   await page.locator("#result-banner", { hasText: "APPROVED" }).waitFor();
   assert.match(await text("#result-details"), new RegExp(`Terminal transaction\\s+${approvedTransaction.replace(".", "\\.")}`));

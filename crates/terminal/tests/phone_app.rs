@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use terminal::ecr::app::{ASSETS, SECURITY_HEADERS};
+use terminal::ecr::app::{ASSETS, CONTENT_SECURITY_POLICY, SECURITY_HEADERS};
 use terminal::ecr::server::{ServerOptions, serve};
 use terminal::ecr::tls::EcrCertificate;
 use terminal::ecr::{EcrConfig, EcrService};
@@ -372,4 +372,16 @@ async fn the_app_learns_the_terminals_currency_and_nothing_else_is_served_under_
     }
     // The nexo endpoint itself is as it was: messages by POST only.
     assert_eq!(w.phone.get("/nexo").await.status, 405);
+}
+
+#[test]
+fn the_documented_policy_is_the_served_one() {
+    let doc = include_str!("../../../docs/phone-app.md");
+    let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words(doc).contains(&format!(
+            "`Content-Security-Policy: {CONTENT_SECURITY_POLICY}`"
+        )),
+        "docs/phone-app.md quotes another policy than the app's"
+    );
 }

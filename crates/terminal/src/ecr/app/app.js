@@ -523,15 +523,22 @@ function wire() {
 /// certificate they trust; with a certificate accepted by hand the app
 /// runs without it.
 async function registerWorker() {
-  if (!("serviceWorker" in navigator) || !globalThis.trustedTypes) return;
-  const policy = globalThis.trustedTypes.createPolicy("posnet-app", {
-    createScriptURL: (url) => {
-      if (url !== "/app/sw.js") throw new TypeError(`not the app's service worker: ${url}`);
-      return url;
-    },
-  });
+  if (!("serviceWorker" in navigator)) return;
+  const url = "/app/sw.js";
+  // Where the browser enforces Trusted Types (the policy asks for them), a
+  // script URL goes through a policy that allows this one only.
+  const trusted = globalThis.trustedTypes
+    ? globalThis.trustedTypes
+        .createPolicy("posnet-app", {
+          createScriptURL: (u) => {
+            if (u !== url) throw new TypeError(`not the app's service worker: ${u}`);
+            return u;
+          },
+        })
+        .createScriptURL(url)
+    : url;
   try {
-    await navigator.serviceWorker.register(policy.createScriptURL("/app/sw.js"), { scope: "/app/" });
+    await navigator.serviceWorker.register(trusted, { scope: "/app/" });
   } catch (e) {
     console.info(`posnet: no offline copy of the app (${e.message})`);
   }
