@@ -139,6 +139,11 @@ pub async fn start(options: Options) -> Result<Running, ServerError> {
         limiter: LoginLimiter::default(),
         password_cost: options.password_cost,
         merchant_name: options.merchant_name,
+        modules: options
+            .modules
+            .iter()
+            .map(|m| m.migrations.component)
+            .collect(),
     });
     let app = router(state, options.webhook_secret, &options.modules);
     let listener = tokio::net::TcpListener::bind(options.listen)

@@ -16,6 +16,8 @@ mod chart;
 mod csv;
 mod pages;
 
+pub(crate) use pages::{money, parse_amount, time_text};
+
 use crate::host_api::HostApi;
 use crate::session::{self, LoginLimiter, Session};
 use crate::store::{Store, StoreError, unix_now};
@@ -45,6 +47,8 @@ pub struct AppState {
     pub password_cost: PasswordCost,
     /// Shown in every page's header.
     pub merchant_name: String,
+    /// Component names of the modules served (their links in the header).
+    pub modules: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -275,6 +279,8 @@ button{cursor:pointer}
 pre.receipt{background:#fff;padding:1rem;display:inline-block;border-radius:6px;box-shadow:0 1px 2px #0002}
 svg{width:100%;height:auto;background:#fff;border-radius:6px}
 .pager{display:flex;gap:1rem;margin:.8rem 0}
+form.inline{display:inline-flex;flex-wrap:wrap;gap:.3rem;margin:0}
+td.reason{white-space:normal;min-width:12rem}
 ";
 
 /// A page in the common frame: header with the merchant's name, the links
@@ -302,6 +308,9 @@ pub fn frame(state: &AppState, authed: &Authed, title: &str, body: Markup) -> Ma
                     nav {
                         @for (href, label, area) in links {
                             @if allowed(role, area) { a href=(href) { (label) } }
+                        }
+                        @for (component, href, label) in crate::modules::NAV {
+                            @if state.modules.contains(component) { a href=(href) { (label) } }
                         }
                     }
                     span { (authed.session.user.name) " (" (role.name()) ")" }

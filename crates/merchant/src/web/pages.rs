@@ -40,7 +40,7 @@ fn path_id(p: Result<Path<i64>, PathRejection>) -> Result<i64, WebError> {
 }
 
 /// `2026-01-01 08:30:00` (UTC).
-fn time_text(unix: i64) -> String {
+pub(crate) fn time_text(unix: i64) -> String {
     let t =
         time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
@@ -56,7 +56,7 @@ fn time_text(unix: i64) -> String {
 
 /// An amount in minor units with its currency's decimals and code; negative
 /// amounts get a sign.
-fn money(amount: i64, currency: u16) -> String {
+pub(crate) fn money(amount: i64, currency: u16) -> String {
     let (code, text) = terminal::receipt::money(amount.unsigned_abs(), currency);
     let sign = if amount < 0 { "-" } else { "" };
     format!("{sign}{text} {code}")
@@ -85,7 +85,7 @@ fn display_currency(conn: &Connection) -> Result<u16, StoreError> {
 }
 
 /// Minor units of a decimal amount typed with up to `exponent` decimals.
-fn parse_amount(text: &str, exponent: u8) -> Option<i64> {
+pub(crate) fn parse_amount(text: &str, exponent: u8) -> Option<i64> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     if whole.is_empty() && fraction.is_empty()
         || !whole.bytes().all(|b| b.is_ascii_digit())
