@@ -1,0 +1,567 @@
+//! Orders paid from the back office through a real posnet terminal (its
+//! nexo endpoint over TLS, pinned) in front of a real posnet host over
+//! mutual TLS, whose webhooks reach the back office: a table's bill split
+//! in two paid by two approved payments, linked to the host's
+//! transactions; a shop sale paid (stock taken) and one declined (the
+//! terminal's reason shown, the stock left); a lost answer learnt with
+//! `TransactionStatus` without a second charge; a payment left pending by
+//! a back office that stopped, settled by asking the terminal.
+
+mod modules_common;
+
+use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
+use host::runtime::{HostData, MerchantServices, RunningHost, ServeOptions, start_all};
+use ledger::GroupCommitConfig;
+use merchant::modules::orders::{PaymentStatus, Status};
+use merchant::users::Role;
+use modules_common::{Office, SECRET, Session, order_id};
+use pki::{InitOptions, MasterKey};
+use std::time::Duration;
+use terminal::card::CATALOG;
+use terminal::ecr::server::{ServerOptions, serve};
+use terminal::ecr::tls::EcrCertificate;
+use terminal::ecr::{EcrConfig, EcrService, Endpoint};
+use terminal::{Terminal, TerminalOptions};
+
+const MERCHANT: &str = "M00000000000001";
+const TID: &str = "T0000001";
+
+/// A host (with its webhook worker pointed at `office`), a terminal signed
+/// on to it, and the terminal's nexo endpoint, all on loopback.
+struct World {
+    _dir: tempfile::TempDir,
+    data: HostData,
+    _host: RunningHost,
+    terminal: Terminal,
+    ecr: EcrService,
+    _stop_server: tokio::sync::oneshot::Sender<()>,
+    _stop_terminal: tokio::sync::watch::Sender<bool>,
+}
+
+fn card_spec(c: &terminal::card::TestCard) -> CardSpec {
+    CardSpec {
+        pan: c.pan.into(),
+        expiry: c.expiry.into(),
+        pin: c.pin.map(Into::into),
+        kind: "card".into(),
+        balance: c.balance,
+        per_txn_limit: c.per_txn_limit,
+        daily_limit: 1_000_000,
+        currency: 156,
+        status: c.status.into(),
+        holder: c.name.into(),
+    }
+}
+
+impl World {
+    /// The simulated reader presents test card `card` to every payment
+    /// (none: a card is presented when the test says so).
+    async fn start(office: &Office, card: Option<&str>) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let master_path = dir.path().join("master.key");
+        master.write_to(&master_path).unwrap();
+        let deployment = dir.path().join("deployment");
+        pki::Deployment::init(&deployment, &master, &InitOptions::default()).unwrap();
+        let data = HostData::open(
+            &dir.path().join("host"),
+            &deployment,
+            master,
+            GroupCommitConfig::default(),
+        )
+        .unwrap();
+        let host = start_all(
+            &data,
+            &ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                limits: Default::default(),
+                echo_interval: 60,
+            },
+            &MerchantServices {
+                api_listen: "127.0.0.1:0".parse().unwrap(),
+                outbox: host::outbox::OutboxConfig {
+                    poll_interval: Duration::from_millis(50),
+                    backoff_base: Duration::from_millis(20),
+                    backoff_cap: Duration::from_millis(200),
+                    ..Default::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+        let prepared = admin::prepare_enrollment(
+            &data.deployment,
+            TerminalSpec {
+                terminal_id: TID.into(),
+                merchant_id: MERCHANT.into(),
+                max_amount: 60_000,
+                offline_floor: 0,
+                hosts: vec![host.addr.to_string()],
+            },
+        )
+        .unwrap();
+        let issuer = data.issuer.clone();
+        let master2 = MasterKey::from_file(&master_path).unwrap();
+        let webhook_url = format!("{}/webhooks/host", office.base);
+        let bundle = data
+            .ledger
+            .submit(move |tx| -> Result<_, admin::AdminError> {
+                let merchant = MerchantSpec {
+                    fee_bps: 0,
+                    merchant_id: MERCHANT.into(),
+                    name: "Corner Shop".into(),
+                    currency: 156,
+                    max_amount: 500_000,
+                    webhook_url: Some(webhook_url),
+                    webhook_secret: Some(SECRET.into()),
+                    api_key: None,
+                };
+                admin::add_merchant(tx, &merchant, &master2, 0)?;
+                for c in CATALOG {
+                    admin::add_card(tx, &card_spec(c), &issuer, &master2, 0)?;
+                }
+                admin::enroll(tx, prepared, 0)
+            })
+            .await
+            .unwrap();
+
+        let terminal = Terminal::open(
+            bundle,
+            data.deployment.ktk().expose(),
+            TerminalOptions {
+                data_dir: dir.path().join("terminal"),
+                response_timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(2),
+                backoff_min: Duration::from_millis(50),
+                backoff_max: Duration::from_millis(200),
+            },
+        )
+        .unwrap();
+        let (stop_terminal, watch) = tokio::sync::watch::channel(false);
+        let t = terminal.clone();
+        tokio::spawn(async move { t.supervise(watch).await });
+        let mut status = terminal.status();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !status.borrow().online {
+                status.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the terminal signs on");
+
+        let cert = EcrCertificate::load_or_create(&dir.path().join("terminal"), &[]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = EcrConfig {
+            present_card: card.map(|c| terminal::card::test_card_named(c).expect("a catalog card")),
+            endpoint: Some(Endpoint {
+                host: "127.0.0.1".into(),
+                port: listener.local_addr().unwrap().port(),
+                cert_sha256: cert.sha256(),
+            }),
+            ..EcrConfig::default()
+        };
+        let ecr = EcrService::new(terminal.clone(), config).await.unwrap();
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            ecr.clone(),
+            listener,
+            cert.server_config().unwrap(),
+            ServerOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        World {
+            _dir: dir,
+            data,
+            _host: host,
+            terminal,
+            ecr,
+            _stop_server: stop_server,
+            _stop_terminal: stop_terminal,
+        }
+    }
+
+    /// Pairs the back office with the terminal, as `posnet merchant
+    /// terminal pair` does; returns the terminal's POIID.
+    fn pair(&self, office: &Office) -> String {
+        let code = self.ecr.pair("back office").unwrap().to_code();
+        let paired =
+            merchant::modules::payments::pair(office.store(), office.data_dir(), &code, "cli")
+                .unwrap();
+        paired.poi_id
+    }
+
+    /// `(amount, state)` of the host's sales, oldest first.
+    fn host_sales(&self) -> Vec<(i64, String)> {
+        let conn = self.data.reader().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT amount, state FROM journal WHERE kind = 'sale' ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+async fn pay(office: &Office, s: &Session, order: i64, part: Option<&str>, terminal: &str) {
+    let mut form = vec![("terminal", terminal)];
+    if let Some(part) = part {
+        form.push(("part", part));
+    }
+    let to = office
+        .submit(s, &format!("/orders/{order}/pay"), &form)
+        .await;
+    assert_eq!(order_id(&to), order);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_bill_split_in_two_is_paid_by_two_approved_payments_and_frees_the_table() {
+    let office = Office::start().await;
+    let world = World::start(&office, Some("approved")).await;
+    let poi = world.pair(&office);
+    let listed = office
+        .page(&office.session("ada", Role::Auditor), "/terminals")
+        .await;
+    assert!(listed.contains(&poi), "{listed}");
+    office.seed();
+    let cashier = office.session("carl", Role::Cashier);
+
+    // Table 5: noodles twice and a pot of tea, split in two equal parts.
+    let table: i64 = office.count("SELECT id FROM restaurant_tables WHERE name = '5'");
+    let order = order_id(
+        &office
+            .submit(&cashier, &format!("/tables/{table}/open"), &[])
+            .await,
+    );
+    for (code, quantity) in [("MENU-NOODLES", "2"), ("MENU-TEA", "1")] {
+        let item = office.item(code).to_string();
+        office
+            .submit(
+                &cashier,
+                &format!("/orders/{order}/lines"),
+                &[("item", &item), ("quantity", quantity)],
+            )
+            .await;
+    }
+    office
+        .submit(
+            &cashier,
+            &format!("/orders/{order}/split"),
+            &[("mode", "equal"), ("parts", "2")],
+        )
+        .await;
+    let page = office.page(&cashier, &format!("/orders/{order}")).await;
+    assert!(
+        page.contains("Pay part 1 — 45.50 CNY") && page.contains("Pay part 2 — 45.50 CNY"),
+        "{page}"
+    );
+
+    pay(&office, &cashier, order, Some("1"), &poi).await;
+    let d = office.order(order);
+    assert_eq!(d.order.status, Status::PartlyPaid);
+    assert_eq!(d.order.paid, 4_550);
+    let tables = office.page(&cashier, "/tables").await;
+    assert!(
+        tables.contains(&format!("/orders/{order}")),
+        "still occupied"
+    );
+
+    pay(&office, &cashier, order, Some("2"), &poi).await;
+    let d = office.order(order);
+    assert_eq!(d.order.status, Status::Paid);
+    assert_eq!(d.order.paid, 9_100);
+    assert!(d.parts.iter().all(|p| p.paid));
+    assert_eq!(d.payments.len(), 2);
+    for p in &d.payments {
+        assert_eq!(p.status, PaymentStatus::Approved, "{p:?}");
+        assert_eq!(p.amount, 4_550);
+        assert_eq!(p.acquirer_terminal_id.as_deref(), Some(TID));
+        assert!(p.poi_transaction_id.is_some() && p.approval_code.is_some() && p.rrn.is_some());
+        assert!(p.masked_pan.as_deref().unwrap().contains("******"));
+    }
+    assert_eq!(
+        world.host_sales(),
+        [
+            (4_550, "approved".to_string()),
+            (4_550, "approved".to_string())
+        ],
+        "two payments at the host, each once"
+    );
+    let tables = office.page(&cashier, "/tables").await;
+    assert!(
+        !tables.contains(&format!("/orders/{order}")),
+        "table 5 is free: {tables}"
+    );
+
+    // The host's webhooks arrive: each payment is linked to its transaction,
+    // the same terminal, batch and trace number.
+    eventually("both payments linked to the host's transactions", || {
+        office.count("SELECT count(*) FROM order_payments WHERE host_transaction_id IS NOT NULL")
+            == 2
+    })
+    .await;
+    let unmatched = office.count(
+        "SELECT count(*) FROM order_payments p JOIN transactions t ON t.id = p.host_transaction_id
+         WHERE t.terminal_id != p.acquirer_terminal_id OR t.batch != p.batch OR t.stan != p.stan
+            OR t.amount != p.amount OR t.rrn != p.rrn",
+    );
+    assert_eq!(unmatched, 0);
+    let page = office.page(&cashier, &format!("/orders/{order}")).await;
+    assert!(
+        page.contains("/transactions/"),
+        "the order links the host's record"
+    );
+
+    // A shop sale paid whole: its counted items leave the stock.
+    let sale = order_id(
+        &office
+            .submit(&cashier, "/retail/sales", &[("barcode", "6901234567908")])
+            .await,
+    );
+    assert_eq!(office.stock("SKU-MUG-01"), 12);
+    pay(&office, &cashier, sale, None, &poi).await;
+    assert_eq!(office.order(sale).order.status, Status::Paid);
+    assert_eq!(office.stock("SKU-MUG-01"), 11);
+    // Paid, it cannot be paid again.
+    office
+        .refused(
+            &cashier,
+            &format!("/orders/{sale}/pay"),
+            &[("terminal", &poi)],
+            reqwest::StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(world.host_sales().len(), 3);
+    for action in ["payment.start", "payment.approved", "order.payment"] {
+        assert_eq!(
+            office.count(&format!(
+                "SELECT count(*) FROM audit_log WHERE action = '{action}'"
+            )),
+            3,
+            "{action}"
+        );
+    }
+    let verification = office.store().read(merchant::audit::verify).unwrap();
+    assert!(verification.broken.is_none(), "{verification:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_leaves_the_order_open_with_the_reason_and_the_stock() {
+    let office = Office::start().await;
+    // This card holds 5.00: the issuer declines more.
+    let world = World::start(&office, Some("insufficient_funds")).await;
+    let poi = world.pair(&office);
+    office.seed();
+    let cashier = office.session("carl", Role::Cashier);
+    let sale = order_id(
+        &office
+            .submit(&cashier, "/retail/sales", &[("barcode", "6901234567915")])
+            .await,
+    );
+    pay(&office, &cashier, sale, None, &poi).await;
+    let d = office.order(sale);
+    assert_eq!(d.order.status, Status::Open);
+    assert_eq!(d.order.paid, 0);
+    assert_eq!(d.payments.len(), 1);
+    let declined = &d.payments[0];
+    assert_eq!(declined.status, PaymentStatus::Declined);
+    let reason = declined.reason.as_deref().unwrap();
+    assert!(reason.contains("insufficient funds"), "{reason}");
+    assert_eq!(office.stock("SKU-HONEY-250"), 3, "the stock is left");
+    let page = office.page(&cashier, &format!("/orders/{sale}")).await;
+    assert!(
+        page.contains("insufficient funds"),
+        "the terminal's reason is shown"
+    );
+    assert!(
+        page.contains("Pay 28.80 CNY"),
+        "and the order can be paid another way"
+    );
+    assert_eq!(world.host_sales(), [(2_880, "declined".to_string())]);
+    // The host's record of the decline is not a payment of the order.
+    eventually("the decline recorded from the host's webhook", || {
+        office.count("SELECT count(*) FROM transactions") == 1
+    })
+    .await;
+    assert_eq!(
+        office.count("SELECT count(*) FROM order_payments WHERE host_transaction_id IS NOT NULL"),
+        0
+    );
+}
+
+/// Waits (bounded) until the terminal's display starts with `text`.
+async fn display(world: &World, text: &str) {
+    let mut status = world.terminal.status();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !status.borrow().display.starts_with(text) {
+            status.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the terminal never showed {text:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_learnt_from_the_terminal_and_the_card_charged_once() {
+    let office = Office::start().await;
+    let world = World::start(&office, None).await;
+    let poi = world.pair(&office);
+    // The back office reaches the terminal through a proxy that will
+    // swallow the terminal's answer and cut the connection.
+    let proxy = netfault::Proxy::start(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        world.ecr.endpoint().unwrap().port,
+    )))
+    .await
+    .unwrap();
+    let pairings = phone::store::PairingStore::new(&merchant::modules::payments::terminals_dir(
+        office.data_dir(),
+    ));
+    let mut pairing = pairings.get(Some(&poi)).unwrap();
+    pairing.port = proxy.addr.port();
+    pairings
+        .add(&pairing, true, &phone::timestamp_now())
+        .unwrap();
+    office.seed();
+    let cashier = office.session("carl", Role::Cashier);
+    let sale = order_id(
+        &office
+            .submit(&cashier, "/retail/sales", &[("barcode", "6901234567892")])
+            .await,
+    );
+    let paying = office
+        .client
+        .post(office.url(&format!("/orders/{sale}/pay")))
+        .header(
+            reqwest::header::COOKIE,
+            format!("posnet_session={}", cashier.token),
+        )
+        .form(&[("terminal", poi.as_str()), ("csrf", cashier.csrf.as_str())])
+        .send();
+    let paying = tokio::spawn(paying);
+    display(&world, "Present card").await;
+    proxy.cut_next_answer();
+    world.ecr.present_card("approved").unwrap();
+    let answered = paying.await.unwrap().unwrap();
+    assert_eq!(answered.status(), reqwest::StatusCode::SEE_OTHER);
+
+    let d = office.order(sale);
+    assert_eq!(d.order.status, Status::Paid);
+    let p = &d.payments[0];
+    assert_eq!(p.status, PaymentStatus::Approved);
+    let reason = p.reason.as_deref().unwrap();
+    assert!(reason.starts_with("the answer was lost"), "{reason}");
+    assert!(p.poi_transaction_id.is_some() && p.approval_code.is_some());
+    assert_eq!(office.stock("SKU-TEA-100"), 39);
+    assert_eq!(
+        world.host_sales(),
+        [(1_250, "approved".to_string())],
+        "charged once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_left_pending_by_a_stopped_back_office_is_settled_by_asking_the_terminal() {
+    let office = Office::start().await;
+    let world = World::start(&office, Some("approved")).await;
+    let poi = world.pair(&office);
+    office.seed();
+    let cashier = office.session("carl", Role::Cashier);
+    let mut sales = Vec::new();
+    for barcode in ["6901234567908", "6901234567922"] {
+        sales.push(order_id(
+            &office
+                .submit(&cashier, "/retail/sales", &[("barcode", barcode)])
+                .await,
+        ));
+    }
+    // A back office that stopped mid-payment: each payment written
+    // pending; the first one's request reached the terminal (the Sale
+    // system's library sent it and the terminal approved it), the
+    // second's never left.
+    let now = merchant::store::unix_now() - 1;
+    let started: Vec<merchant::modules::orders::Started> = sales
+        .iter()
+        .map(|sale| {
+            office
+                .store()
+                .write(|tx| {
+                    merchant::modules::orders::start_payment(tx, *sale, None, &poi, "carl", now)
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut phone = phone::Phone::open(phone::Options {
+        terminal: Some(poi.clone()),
+        progress: false,
+        ..phone::Options::new(merchant::modules::payments::terminals_dir(
+            office.data_dir(),
+        ))
+    })
+    .unwrap();
+    let sent = phone
+        .pay(
+            &phone::Money::from_minor(3_500, "CNY").unwrap(),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(sent.succeeded(), "{}", sent.reason());
+    drop(phone);
+
+    // Pending, not under way: the page offers to ask the terminal.
+    let page = office
+        .page(&cashier, &format!("/orders/{}", sales[0]))
+        .await;
+    assert!(page.contains("Ask the terminal"), "{page}");
+    office
+        .refused(
+            &cashier,
+            &format!("/orders/{}/pay", sales[0]),
+            &[("terminal", &poi)],
+            reqwest::StatusCode::BAD_REQUEST,
+        )
+        .await;
+    for s in &started {
+        office
+            .submit(&cashier, &format!("/payments/{}/check", s.payment_id), &[])
+            .await;
+    }
+    let paid = office.order(sales[0]);
+    assert_eq!(paid.order.status, Status::Paid);
+    assert_eq!(paid.payments[0].status, PaymentStatus::Approved);
+    assert_eq!(
+        paid.payments[0].service_id.as_deref(),
+        Some(sent.service_id.as_str())
+    );
+    assert_eq!(office.stock("SKU-MUG-01"), 11);
+    let never = office.order(sales[1]);
+    assert_eq!(never.order.status, Status::Open);
+    assert_eq!(never.payments[0].status, PaymentStatus::Failed);
+    assert!(
+        never.payments[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("before the payment was sent")
+    );
+    assert_eq!(office.stock("SKU-BAG"), 500);
+    assert_eq!(world.host_sales(), [(3_500, "approved".to_string())]);
+    // The second can be paid now.
+    pay(&office, &cashier, sales[1], None, &poi).await;
+    assert_eq!(office.order(sales[1]).order.status, Status::Paid);
+    assert_eq!(office.stock("SKU-BAG"), 499);
+}
