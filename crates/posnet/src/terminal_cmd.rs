@@ -70,7 +70,7 @@ enum TerminalCommand {
         #[arg(long, default_value_t = 30)]
         reconnect_max_secs: u64,
         #[command(flatten)]
-        nexo: NexoArgs,
+        nexo: Box<NexoArgs>,
     },
     /// Present a test card to the nexo payment waiting for one.
     Present {
@@ -294,7 +294,7 @@ async fn serve(
     transport_key_file: PathBuf,
     options: TerminalOptions,
     screen_listen: SocketAddr,
-    nexo: NexoArgs,
+    nexo: Box<NexoArgs>,
 ) -> Result<()> {
     let bundle_file = bundle;
     let bundle = EnrollmentBundle::read(&bundle_file)
