@@ -4,7 +4,8 @@
 // receipt, a declined card with the terminal's reason, the terminal's
 // progress while it waits for the card, a refund with the supervisor's
 // code, an answer lost on the way back recovered with TransactionStatus
-// (the payment is not sent twice), the history, and the pairing kept
+// (the payment is not sent twice), a replayed answer not believed, the
+// history, and the pairing kept
 // across a reload. Screenshots of a phone-sized screen are kept in the
 // directory printed at the start.
 import { test, before, after } from "node:test";
@@ -20,6 +21,8 @@ let shots;
 const problems = [];
 /// The approved payment's terminal transaction id.
 let approvedTransaction;
+/// The approved payment's answer as it came over the wire (secured).
+let approvedAnswer;
 
 async function screenshot(name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`) });
@@ -98,10 +101,12 @@ test("pairing by typing the code shows the terminal's POIID and fingerprint", as
 });
 
 test("a payment shows the terminal's progress, then APPROVED with the receipt", async () => {
+  const answered = page.waitForResponse((r) => r.url() === `${deployment.origin}/nexo` && r.request().method() === "POST");
   await chargeUntilPresentCard("12.50", "3-amount");
   assert.match(await text("#progress"), /CNY 12\.50/);
   await screenshot("4-present-card");
   deployment.present("approved");
+  approvedAnswer = await (await answered).text();
   await page.locator("#result-banner", { hasText: "APPROVED" }).waitFor();
   assert.equal(await text("#result-amount"), "CNY 12.50");
   const result = await text("#result-details");
@@ -186,13 +191,33 @@ test("an answer lost on its way back is asked for with TransactionStatus, not pa
   await page.click("#result-done");
 });
 
+test("a replayed answer of another payment is not believed: the terminal is asked", async () => {
+  // Someone on the network answers the next payment with the earlier
+  // approval, genuinely secured with the pairing's key, while the card is
+  // declined at the terminal.
+  await page.route(
+    `${deployment.origin}/nexo`,
+    async (route) => {
+      await route.fetch();
+      await route.fulfill({ status: 200, contentType: "application/json", body: approvedAnswer });
+    },
+    { times: 1 },
+  );
+  await chargeUntilPresentCard("12.50");
+  deployment.present("insufficient_funds");
+  await page.locator("#result-banner", { hasText: "DECLINED" }).waitFor();
+  assert.match(await text("#result-reason"), /Insufficient funds/);
+  assert.match(await text("#result-details"), /asked for with TransactionStatus/);
+  await page.click("#result-done");
+});
+
 test("the pairing is kept across a reload", async () => {
   await page.reload();
   await page.locator("#view-pay").waitFor();
   assert.equal(await text("#terminal-line"), `Terminal ${deployment.terminalId}`);
   await page.locator("#currency", { hasText: "CNY" }).waitFor();
   await page.click("#tabs button[data-view=history]");
-  await until("the history is kept", async () => (await page.locator("#history-list li").count()) === 4);
+  await until("the history is kept", async () => (await page.locator("#history-list li").count()) === 5);
 });
 
 test("the page reported no errors and no policy violations", () => {
