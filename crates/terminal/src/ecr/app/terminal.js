@@ -28,9 +28,10 @@ import {
 const PAYMENT_TIMEOUT_MS = 180_000;
 /// Longest wait for any other answer.
 const SHORT_TIMEOUT_MS = 20_000;
-/// Asking what became of a payment: pauses of 1, 2, 4, then 8 s, at most
-/// 40 questions (about five minutes: the payment may still wait for its
-/// card); at most 6 questions in a row that get no answer at all.
+/// Asking what became of a payment: at once, then after pauses of 1, 2,
+/// 4, then 8 s, at most 40 questions (about five minutes: the payment may
+/// still wait for its card); at most 6 questions in a row that get no
+/// answer at all.
 const STATUS_ATTEMPTS = 40;
 const STATUS_UNREACHED = 6;
 /// How long a payment waits for the progress WebSocket to open before it
@@ -38,7 +39,7 @@ const STATUS_UNREACHED = 6;
 const EVENTS_READY_MS = 3_000;
 
 /// Pause before status question `n` (1-based): 0, then 1, 2, 4, 8, 8, ... s.
-export function statusPause(n) {
+function statusPause(n) {
   return n <= 1 ? 0 : Math.min(1000 * 2 ** (n - 2), 8000);
 }
 
@@ -46,7 +47,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /// A request got no answer, or one that is not its own: the terminal may
 /// have acted on it.
-export class NoAnswer extends Error {
+class NoAnswer extends Error {
   constructor(message) {
     super(message);
     this.name = "NoAnswer";
@@ -55,7 +56,7 @@ export class NoAnswer extends Error {
 
 /// The terminal refused the message unread; `security` when for its key
 /// (revoked or re-keyed: pair again).
-export class Rejected extends Error {
+class Rejected extends Error {
   constructor(details, security) {
     super(
       security
