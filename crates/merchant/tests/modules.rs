@@ -466,6 +466,13 @@ async fn paying_needs_a_paired_terminal() {
         )
         .is_err()
     );
+    let unknown =
+        merchant::modules::payments::unpair(office.store(), office.data_dir(), "T0000001", "cli")
+            .unwrap_err();
+    assert!(
+        matches!(&unknown, merchant::modules::payments::TerminalError::NotPaired(t) if t == "T0000001"),
+        "{unknown}"
+    );
     assert!(
         merchant::modules::payments::terminals(office.data_dir())
             .unwrap()

@@ -400,6 +400,22 @@ async fn a_declined_card_leaves_the_order_open_with_the_reason_and_the_stock() {
         office.count("SELECT count(*) FROM order_payments WHERE host_transaction_id IS NOT NULL"),
         0
     );
+
+    // Unpaired, the terminal is no longer offered; both changes audited.
+    merchant::modules::payments::unpair(office.store(), office.data_dir(), &poi, "cli").unwrap();
+    assert!(
+        merchant::modules::payments::terminals(office.data_dir())
+            .unwrap()
+            .is_empty()
+    );
+    let page = office.page(&cashier, &format!("/orders/{sale}")).await;
+    assert!(page.contains("No terminal is paired"), "{page}");
+    assert_eq!(
+        office.count(
+            "SELECT count(*) FROM audit_log WHERE action IN ('terminal.pair', 'terminal.unpair')"
+        ),
+        2
+    );
 }
 
 /// Waits (bounded) until the terminal's display starts with `text`.

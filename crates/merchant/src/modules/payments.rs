@@ -48,12 +48,26 @@ pub enum TerminalError {
     /// The code is not a posnet pairing code.
     #[error("pairing code: {0}")]
     Code(String),
+    /// No pairing with that terminal.
+    #[error(
+        "no terminal {0:?} is paired with the back office (see `posnet merchant terminal list`)"
+    )]
+    NotPaired(String),
     /// The pairing store failed.
     #[error(transparent)]
-    Pairings(#[from] phone::store::StoreError),
+    Pairings(phone::store::StoreError),
     /// The database failed (the audit row).
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<phone::store::StoreError> for TerminalError {
+    fn from(e: phone::store::StoreError) -> Self {
+        match e {
+            phone::store::StoreError::UnknownTerminal(poi_id) => TerminalError::NotPaired(poi_id),
+            other => TerminalError::Pairings(other),
+        }
+    }
 }
 
 /// Stores the terminal pairing of `code` (a `posnet-pair://` URI) in the
@@ -73,7 +87,7 @@ pub fn pair(
         .list()?
         .into_iter()
         .find(|p| p.poi_id == pairing.poi_id)
-        .ok_or_else(|| phone::store::StoreError::UnknownTerminal(pairing.poi_id.clone()))?;
+        .ok_or_else(|| TerminalError::NotPaired(pairing.poi_id.clone()))?;
     store.write(|tx| {
         audit::append(
             tx,
