@@ -1,6 +1,7 @@
 //! `posnet merchant`: the merchant's back office — run it (pages and the
 //! host's webhooks), catch up from the host, reconcile a day, add users,
-//! verify the audit log.
+//! verify the audit log, pair the terminals orders are paid on, seed the
+//! demonstration catalog.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -100,6 +101,41 @@ enum MerchantCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The terminals orders are paid on (the back office's own pairings,
+    /// in `terminals/` of the data directory).
+    Terminal {
+        #[command(subcommand)]
+        command: TerminalCommand,
+    },
+    /// Fill the catalog with demonstration data: a few shop items with
+    /// barcodes, six tables and a menu, clinic fees, two tickets. Running
+    /// it again adds nothing twice. Prints what was added as JSON.
+    Seed {
+        /// The demonstration data (the only seed there is).
+        #[arg(long)]
+        demo: bool,
+        /// ISO 4217 numeric currency of the prices (the merchant's at the host).
+        #[arg(long, default_value_t = 156)]
+        currency: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum TerminalCommand {
+    /// Pair with a terminal: store the code it shows (posnet-pair://...);
+    /// `-` reads the code from standard input, which keeps its passphrase
+    /// out of the shell's history.
+    Pair {
+        /// The pairing code, or `-`.
+        code: String,
+    },
+    /// List the paired terminals as JSON lines (no secrets).
+    List,
+    /// Forget the pairing with a terminal.
+    Remove {
+        /// The terminal's POIID.
+        poi_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,7 +193,8 @@ fn read_password() -> Result<Zeroizing<String>> {
 }
 
 fn open(dir: &Path) -> Result<Store> {
-    Store::open(dir, &[]).with_context(|| format!("opening the back office in {}", dir.display()))
+    Store::open(dir, &merchant::modules::migrations())
+        .with_context(|| format!("opening the back office in {}", dir.display()))
 }
 
 /// Runs `posnet merchant`.
@@ -178,7 +215,7 @@ pub fn run(args: MerchantArgs) -> Result<()> {
                     webhook_secret,
                     merchant_name: name,
                     password_cost: PasswordCost::default(),
-                    modules: Vec::new(),
+                    modules: merchant::modules::all(),
                 };
                 let running = merchant::server::start(options).await?;
                 println!("{}", serde_json::json!({ "listening": running.addr.to_string() }));
@@ -222,6 +259,43 @@ pub fn run(args: MerchantArgs) -> Result<()> {
                 for (user, totp, disabled) in store.read(users::list)? {
                     println!("{}", serde_json::json!({ "user": user.name, "role": user.role.name(), "totp": totp, "disabled": disabled }));
                 }
+                Ok(())
+            }
+            MerchantCommand::Terminal { command: TerminalCommand::Pair { code } } => {
+                let code = if code == "-" {
+                    let mut line = Zeroizing::new(String::new());
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .context("reading the pairing code from standard input")?;
+                    line
+                } else {
+                    Zeroizing::new(code)
+                };
+                let store = open(&dir)?;
+                let paired = merchant::modules::payments::pair(&store, &dir, &code, "cli")?;
+                println!("{}", serde_json::to_string(&paired)?);
+                Ok(())
+            }
+            MerchantCommand::Terminal { command: TerminalCommand::List } => {
+                for paired in merchant::modules::payments::terminals(&dir)? {
+                    println!("{}", serde_json::to_string(&paired)?);
+                }
+                Ok(())
+            }
+            MerchantCommand::Terminal { command: TerminalCommand::Remove { poi_id } } => {
+                let store = open(&dir)?;
+                merchant::modules::payments::unpair(&store, &dir, &poi_id, "cli")?;
+                println!("{}", serde_json::json!({ "removed": poi_id }));
+                Ok(())
+            }
+            MerchantCommand::Seed { demo, currency } => {
+                if !demo {
+                    bail!("give --demo (the demonstration data is the only seed)");
+                }
+                let store = open(&dir)?;
+                let seeded = merchant::modules::seed::demo(&store, currency, "cli", unix_now())?;
+                println!("{}", serde_json::to_string(&seeded)?);
                 Ok(())
             }
             MerchantCommand::Audit { command: AuditCommand::Verify } => {
