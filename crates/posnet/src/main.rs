@@ -2,6 +2,8 @@
 //! for each component and for the engineer's everyday tools.
 
 mod crypto_cmd;
+#[cfg(unix)]
+mod demo_cmd;
 mod host_cmd;
 mod iso8583_cmd;
 mod merchant_cmd;
@@ -22,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole system on this machine in one command: host, back office,
+    /// two terminals and a paired phone, ready for a first payment.
+    #[cfg(unix)]
+    Demo(demo_cmd::DemoArgs),
     /// Decode and encode ISO 8583 messages (read traces, build test messages).
     #[command(name = "iso8583")]
     Iso8583(iso8583_cmd::Iso8583Args),
@@ -52,6 +58,8 @@ fn main() -> ExitCode {
         Command::Terminal(args) => terminal_cmd::run(args),
         Command::Merchant(args) => merchant_cmd::run(args),
         Command::Phone(args) => phone_cmd::run(args),
+        #[cfg(unix)]
+        Command::Demo(args) => demo_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
