@@ -187,11 +187,16 @@ export function outputDir() {
   return dir;
 }
 
+/// A phone-sized screen (the default of `launchChromium`).
+export const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true };
+/// A desktop screen, for the back office.
+export const DESKTOP = { viewport: { width: 1280, height: 900 }, isMobile: false, hasTouch: false };
+
 /// Debian's Chromium (/usr/bin/chromium), headless, with a fresh profile,
 /// trusting the terminal's self-signed certificate as a cashier does who
-/// accepted it once; a phone-sized window. `extraArgs` are added to the
-/// command line.
-export async function launchChromium(extraArgs = []) {
+/// accepted it once; a phone-sized window unless `screen` says otherwise.
+/// `extraArgs` are added to the command line.
+export async function launchChromium(extraArgs = [], screen = PHONE) {
   const profile = mkdtempSync(path.join(os.tmpdir(), "posnet-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: "/usr/bin/chromium",
@@ -208,10 +213,8 @@ export async function launchChromium(extraArgs = []) {
       ...extraArgs,
     ],
     ignoreHTTPSErrors: true,
-    viewport: { width: 390, height: 844 },
     deviceScaleFactor: 1,
-    isMobile: true,
-    hasTouch: true,
+    ...screen,
   });
   return {
     context,
