@@ -163,13 +163,17 @@ enum DemoCommand {
         /// Whose code.
         #[arg(value_parser = ["owner", "retail", "restaurant"])]
         who: String,
+        /// Print the secret instead, as the `otpauth://` URI an
+        /// authenticator app takes (paste it, or make a QR code of it).
+        #[arg(long)]
+        uri: bool,
     },
 }
 
 /// Runs `posnet demo`.
 pub fn run(args: DemoArgs) -> Result<()> {
     match &args.command {
-        Some(DemoCommand::Code { who }) => print_code(&args.data_dir, who),
+        Some(DemoCommand::Code { who, uri }) => print_code(&args.data_dir, who, *uri),
         None => tokio::runtime::Runtime::new()?.block_on(demo(args)),
     }
 }
@@ -1283,8 +1287,8 @@ fn print_ready(
     let _ = std::io::stdout().flush();
 }
 
-/// Prints the current one-time code of `who`.
-fn print_code(data_dir: &Path, who: &str) -> Result<()> {
+/// Prints the current one-time code of `who`, or its secret's URI.
+fn print_code(data_dir: &Path, who: &str, print_uri: bool) -> Result<()> {
     let state = State::load(data_dir)?.with_context(|| {
         format!(
             "no posnet demo in {}: run `posnet demo` first",
@@ -1304,6 +1308,10 @@ fn print_code(data_dir: &Path, who: &str) -> Result<()> {
             data_dir.display()
         )
     })?;
+    if print_uri {
+        println!("{uri}");
+        return Ok(());
+    }
     let totp = totp_rs::Totp::from_url(uri)
         .map_err(|e| anyhow!("the secret of {who} in {STATE_FILE}: {e}"))?;
     println!("{}", totp.generate_current());
