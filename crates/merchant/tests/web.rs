@@ -28,24 +28,38 @@ struct Office {
 
 impl Office {
     async fn start() -> Office {
+        Self::start_with(
+            HOSTILE_NAME,
+            Vec::new(),
+            &[
+                ("olivia", Role::Owner),
+                ("carl", Role::Cashier),
+                ("ada", Role::Auditor),
+            ],
+        )
+        .await
+    }
+
+    /// A back office named `merchant_name` with `modules` and `users`.
+    async fn start_with(
+        merchant_name: &str,
+        modules: Vec<merchant::server::Module>,
+        users: &[(&'static str, Role)],
+    ) -> Office {
         let dir = tempfile::tempdir().unwrap();
         let running = merchant::server::start(Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             host_api: None,
             webhook_secret: pki::Secret::new(SECRET.into()),
-            merchant_name: HOSTILE_NAME.into(),
+            merchant_name: merchant_name.into(),
             password_cost: COST,
-            modules: Vec::new(),
+            modules,
         })
         .await
         .unwrap();
         let mut totp = HashMap::new();
-        for (name, role) in [
-            ("olivia", Role::Owner),
-            ("carl", Role::Cashier),
-            ("ada", Role::Auditor),
-        ] {
+        for &(name, role) in users {
             let new = NewUser {
                 name,
                 role,
@@ -531,53 +545,24 @@ fn shelf_routes(state: std::sync::Arc<merchant::web::AppState>) -> axum::Router 
 
 #[tokio::test]
 async fn a_module_adds_its_tables_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = merchant::server::start(Options {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        host_api: None,
-        webhook_secret: pki::Secret::new(SECRET.into()),
-        merchant_name: "Corner Shop".into(),
-        password_cost: COST,
-        modules: vec![merchant::server::Module {
+    let office = Office::start_with(
+        "Corner Shop",
+        vec![merchant::server::Module {
             migrations: ledger::Migrations {
                 component: "shelf",
                 steps: &["CREATE TABLE shelf_items (id INTEGER PRIMARY KEY) STRICT; INSERT INTO shelf_items DEFAULT VALUES;"],
             },
             routes: shelf_routes,
         }],
-    })
-    .await
-    .unwrap();
-    let shelf: i64 = running
+        &[("carl", Role::Cashier)],
+    )
+    .await;
+    let shelf: i64 = office
+        .running
         .store
         .read(|c| Ok(c.query_row("SELECT count(*) FROM shelf_items", [], |r| r.get(0))?))
         .unwrap();
     assert_eq!(shelf, 1, "the module's schema step ran");
-    let new = NewUser {
-        name: "carl",
-        role: Role::Cashier,
-        password: PASSWORD,
-        totp: false,
-    };
-    users::add_user(
-        &running.store,
-        &new,
-        COST,
-        "cli",
-        merchant::store::unix_now(),
-    )
-    .unwrap();
-    let office = Office {
-        base: format!("http://{}", running.addr),
-        _dir: dir,
-        running,
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        totp: HashMap::new(),
-    };
     let anonymous = office
         .client
         .get(office.url("/shelf"))

@@ -61,6 +61,14 @@ fn webhook_url(running: &Running) -> String {
     format!("http://{}/webhooks/host", running.addr)
 }
 
+/// A back office ([`back_office`]) that the host's webhook is pointed at.
+async fn back_office_with_webhook(h: &Harness, dir: &std::path::Path) -> Running {
+    let running = back_office(h, dir).await;
+    h.set_webhook(MERCHANT, &webhook_url(&running), SECRET)
+        .await;
+    running
+}
+
 fn count(store: &Store, sql: &str) -> i64 {
     store
         .read(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
@@ -107,9 +115,7 @@ async fn void(t: &mut TestTerminal, amount: u64, stan: u32) -> iso8583::Message 
 async fn host_webhooks_are_recorded_once_and_forgeries_replays_and_stale_requests_refused() {
     let mut h = host().await;
     let dir = tempfile::tempdir().unwrap();
-    let running = back_office(&h, dir.path()).await;
-    h.set_webhook(MERCHANT, &webhook_url(&running), SECRET)
-        .await;
+    let running = back_office_with_webhook(&h, dir.path()).await;
     let store = running.store.clone();
 
     let mut t = h.terminal().await;
@@ -316,9 +322,7 @@ async fn backfill_catches_up_after_downtime_and_webhooks_then_record_nothing_twi
 async fn reconciliation_lists_every_difference_with_the_host() {
     let mut h = host().await;
     let dir = tempfile::tempdir().unwrap();
-    let running = back_office(&h, dir.path()).await;
-    h.set_webhook(MERCHANT, &webhook_url(&running), SECRET)
-        .await;
+    let running = back_office_with_webhook(&h, dir.path()).await;
     let store = running.store.clone();
     let mut t = h.terminal().await;
     for amount in [1_000, 500, 250] {

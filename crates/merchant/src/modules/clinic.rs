@@ -4,10 +4,10 @@
 //! stays in one table that can be corrected or erased.
 
 use super::orders::{self, Kind, Order};
-use super::pages::{Shared, button, csrf_field, path_id, query, read, to_order, write};
+use super::pages::{Shared, button, csrf_field, path_id, posted, query, read, sell_on, write};
 use super::{Need, SalesError, clean, date, may, need, refused};
 use crate::audit::{self, Change};
-use crate::web::{AppState, Authed, WebError, check_csrf, frame, time_text};
+use crate::web::{AppState, Authed, WebError, frame, time_text};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,7 +17,6 @@ use ledger::Migrations;
 use maud::{Markup, html};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::sync::Arc;
 
 /// Patients and their bills.
@@ -202,23 +201,13 @@ pub fn open_bill(conn: &Connection, id: i64, actor: &str, now: i64) -> Result<i6
     if let Some(order) = open {
         return Ok(order);
     }
-    let order = orders::create(conn, Kind::Fee, actor, now)?;
-    conn.execute(
-        "INSERT INTO clinic_bills (order_id, patient_id) VALUES (?1, ?2)",
-        params![order, id],
-    )?;
-    audit::append(
-        conn,
-        &Change {
-            actor,
-            action: "patient.bill",
-            subject: &format!("patient:{}", patient.number),
-            before: None,
-            after: Some(json!({ "order": order })),
-        },
-        now,
-    )?;
-    Ok(order)
+    let owner = orders::Owner {
+        link: "INSERT INTO clinic_bills (order_id, patient_id) VALUES (?1, ?2)",
+        id,
+        action: "patient.bill",
+        subject: &format!("patient:{}", patient.number),
+    };
+    orders::create_for(conn, Kind::Fee, &owner, actor, now)
 }
 
 /// The patient (id, number) of bill `order`, if it is a patient's.
@@ -311,8 +300,7 @@ async fn patient_add(
     authed: Authed,
     Form(form): Form<PatientForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
+    posted(&authed, Need::Sell, &form.csrf)?;
     let id = write(&state, &authed, move |tx, actor, now, today| {
         register(
             tx,
@@ -380,12 +368,8 @@ async fn bill_open(
     id: Result<Path<i64>, PathRejection>,
     Form(form): Form<super::pages::CsrfForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
-    let id = path_id(id)?;
-    let order = write(&state, &authed, move |tx, actor, now, _| {
+    sell_on(&state, &authed, &form.csrf, id, |tx, id, actor, now, _| {
         open_bill(tx, id, actor, now)
     })
-    .await?;
-    Ok(to_order(order))
+    .await
 }

@@ -692,6 +692,42 @@ pub fn create(conn: &Connection, kind: Kind, actor: &str, now: i64) -> Result<i6
     Ok(id)
 }
 
+/// What an order is opened for: a restaurant table or a clinic patient.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    /// The statement that ties the order to it (`?1` the order, `?2` `id`).
+    pub link: &'a str,
+    /// Its row id.
+    pub id: i64,
+    /// The audit's action for the opening.
+    pub action: &'a str,
+    /// The audit's subject (`table:5`, `patient:P000001`).
+    pub subject: &'a str,
+}
+
+/// Opens an empty order of `kind` for `owner`, links it and audits the
+/// opening; returns the order's id.
+pub fn create_for(
+    conn: &Connection,
+    kind: Kind,
+    owner: &Owner<'_>,
+    actor: &str,
+    now: i64,
+) -> Result<i64, SalesError> {
+    let order = create(conn, kind, actor, now)?;
+    conn.execute(owner.link, params![order, owner.id])?;
+    audit(
+        conn,
+        actor,
+        owner.action,
+        owner.subject,
+        None,
+        Some(json!({ "order": order })),
+        now,
+    )?;
+    Ok(order)
+}
+
 /// Stores the total of order `id`'s lines ([`total`]) and its currency.
 fn refresh_total(conn: &Connection, id: i64) -> Result<i64, SalesError> {
     let lines = lines(conn, id)?;

@@ -12,7 +12,7 @@ use crate::web::{AppState, Authed, WebError, check_csrf, frame, money, parse_amo
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Form, Router};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -38,9 +38,9 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/orders/{id}", get(order_page))
         .route("/orders/{id}/lines", post(add_line))
         .route("/orders/{id}/lines/{line}/remove", post(remove_line))
-        .route("/orders/{id}/cancel", post(cancel))
+        .route("/orders/{id}/cancel", order_step(orders::cancel))
         .route("/orders/{id}/split", get(split_page).post(split_submit))
-        .route("/orders/{id}/split/clear", post(split_clear))
+        .route("/orders/{id}/split/clear", order_step(orders::clear_split))
         .route("/orders/{id}/pay", post(pay))
         .route("/payments/{id}/check", post(check))
         .route("/catalog", get(catalog_page).post(catalog_add))
@@ -129,6 +129,34 @@ pub(super) async fn read<R: Send + 'static>(
 
 pub(super) fn to_order(id: i64) -> Response {
     Redirect::to(&format!("/orders/{id}")).into_response()
+}
+
+/// What every POST checks first: the user may do `need`, and `csrf` is
+/// the session's token.
+pub(super) fn posted(authed: &Authed, what: Need, csrf: &str) -> Result<(), WebError> {
+    need(authed, what)?;
+    check_csrf(authed, csrf)
+}
+
+/// A seller's POST on the path's `P` (an id or two): the role and the CSRF
+/// token are checked, `f` runs with `P` in one write transaction as the
+/// session's user, and the order it returns is shown.
+pub(super) async fn sell_on<P: Send + 'static>(
+    state: &AppState,
+    authed: &Authed,
+    csrf: &str,
+    path: Result<Path<P>, PathRejection>,
+    f: impl FnOnce(&rusqlite::Connection, P, &str, i64, &str) -> Result<i64, SalesError>
+    + Send
+    + 'static,
+) -> Result<Response, WebError> {
+    posted(authed, Need::Sell, csrf)?;
+    let Path(p) = path.map_err(|_| WebError::NotFound)?;
+    let order = write(state, authed, move |tx, actor, now, today| {
+        f(tx, p, actor, now, today)
+    })
+    .await?;
+    Ok(to_order(order))
 }
 
 // ---------------------------------------------------------------- orders
@@ -400,23 +428,31 @@ async fn add_line(
     id: Result<Path<i64>, PathRejection>,
     Form(form): Form<LineForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
-    let id = path_id(id)?;
-    let barcode = form.barcode.trim().to_string();
-    write(&state, &authed, move |tx, actor, now, today| {
-        let item = if barcode.is_empty() {
-            form.item
-                .ok_or_else(|| SalesError::Refused("choose an item".into()))?
-        } else {
-            catalog::by_barcode(tx, &barcode)?
-                .ok_or_else(|| SalesError::Refused(format!("no item has barcode {barcode:?}")))?
-                .id
-        };
-        orders::add_item(tx, id, item, form.quantity.unwrap_or(1), actor, now, today)
-    })
-    .await?;
-    Ok(to_order(id))
+    let LineForm {
+        item,
+        barcode,
+        quantity,
+        csrf,
+    } = form;
+    sell_on(
+        &state,
+        &authed,
+        &csrf,
+        id,
+        move |tx, id, actor, now, today| {
+            let barcode = barcode.trim();
+            let item = if barcode.is_empty() {
+                item.ok_or_else(|| SalesError::Refused("choose an item".into()))?
+            } else {
+                catalog::by_barcode(tx, barcode)?
+                    .ok_or_else(|| SalesError::Refused(format!("no item has barcode {barcode:?}")))?
+                    .id
+            };
+            orders::add_item(tx, id, item, quantity.unwrap_or(1), actor, now, today)?;
+            Ok(id)
+        },
+    )
+    .await
 }
 
 async fn remove_line(
@@ -425,30 +461,42 @@ async fn remove_line(
     ids: Result<Path<(i64, i64)>, PathRejection>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
-    let Path((id, line)) = ids.map_err(|_| WebError::NotFound)?;
-    write(&state, &authed, move |tx, actor, now, _| {
-        orders::remove_line(tx, id, line, actor, now)
-    })
-    .await?;
-    Ok(to_order(id))
+    sell_on(
+        &state,
+        &authed,
+        &form.csrf,
+        ids,
+        |tx, (id, line), actor, now, _| {
+            orders::remove_line(tx, id, line, actor, now)?;
+            Ok(id)
+        },
+    )
+    .await
 }
 
-async fn cancel(
-    State(state): Shared,
-    authed: Authed,
-    id: Result<Path<i64>, PathRejection>,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
-    let id = path_id(id)?;
-    write(&state, &authed, move |tx, actor, now, _| {
-        orders::cancel(tx, id, actor, now)
-    })
-    .await?;
-    Ok(to_order(id))
+/// A seller's POST that takes `step` on the path's order (cancel it,
+/// undo its split) and shows it again.
+fn order_step(
+    step: fn(&rusqlite::Connection, i64, &str, i64) -> Result<(), SalesError>,
+) -> MethodRouter<Arc<AppState>> {
+    post(
+        move |State(state): Shared,
+              authed: Authed,
+              id: Result<Path<i64>, PathRejection>,
+              Form(form): Form<CsrfForm>| async move {
+            sell_on(
+                &state,
+                &authed,
+                &form.csrf,
+                id,
+                move |tx, id, actor, now, _| {
+                    step(tx, id, actor, now)?;
+                    Ok(id)
+                },
+            )
+            .await
+        },
+    )
 }
 
 // ---------------------------------------------------------------- split
@@ -509,14 +557,13 @@ async fn split_submit(
     id: Result<Path<i64>, PathRejection>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
     let field = |name: &str| {
         fields
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    check_csrf(&authed, field("csrf").unwrap_or(""))?;
+    posted(&authed, Need::Sell, field("csrf").unwrap_or(""))?;
     let id = path_id(id)?;
     let bad = |m: &str| WebError::BadRequest(m.to_string());
     match field("mode") {
@@ -551,22 +598,6 @@ async fn split_submit(
     Ok(to_order(id))
 }
 
-async fn split_clear(
-    State(state): Shared,
-    authed: Authed,
-    id: Result<Path<i64>, PathRejection>,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
-    let id = path_id(id)?;
-    write(&state, &authed, move |tx, actor, now, _| {
-        orders::clear_split(tx, id, actor, now)
-    })
-    .await?;
-    Ok(to_order(id))
-}
-
 // ---------------------------------------------------------------- payments
 
 #[derive(Deserialize)]
@@ -586,8 +617,7 @@ async fn pay(
     id: Result<Path<i64>, PathRejection>,
     Form(form): Form<PayForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
+    posted(&authed, Need::Sell, &form.csrf)?;
     let id = path_id(id)?;
     payments
         .pay(
@@ -608,8 +638,7 @@ async fn check(
     id: Result<Path<i64>, PathRejection>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
+    posted(&authed, Need::Sell, &form.csrf)?;
     let id = path_id(id)?;
     let payment = payments
         .check(&state.store, id, &authed.session.user.name)
@@ -742,8 +771,7 @@ async fn catalog_add(
     authed: Authed,
     Form(form): Form<ItemForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Manage)?;
-    check_csrf(&authed, &form.csrf)?;
+    posted(&authed, Need::Manage, &form.csrf)?;
     write(&state, &authed, move |tx, actor, now, _| {
         let kind = Kind::from_name(&form.kind).ok_or_else(|| SalesError::Refused("kind".into()))?;
         let currency: u16 = form
@@ -820,8 +848,7 @@ async fn item_update(
     id: Result<Path<i64>, PathRejection>,
     Form(form): Form<ItemForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Manage)?;
-    check_csrf(&authed, &form.csrf)?;
+    posted(&authed, Need::Manage, &form.csrf)?;
     let id = path_id(id)?;
     write(&state, &authed, move |tx, actor, now, _| {
         let item =

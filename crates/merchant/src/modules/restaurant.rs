@@ -5,10 +5,10 @@
 //! the order is paid (or cancelled).
 
 use super::orders::{self, Kind, Order};
-use super::pages::{Shared, button, csrf_field, path_id, read, to_order, write};
+use super::pages::{Shared, button, csrf_field, posted, read, sell_on, write};
 use super::{Need, SalesError, clean, may, need, refused};
 use crate::audit::{self, Change};
-use crate::web::{AppState, Authed, WebError, check_csrf, frame};
+use crate::web::{AppState, Authed, WebError, frame};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -147,23 +147,13 @@ pub fn open_table(conn: &Connection, table: i64, actor: &str, now: i64) -> Resul
     if let Some(order) = current_order(conn, table)? {
         return Ok(order);
     }
-    let order = orders::create(conn, Kind::Menu, actor, now)?;
-    conn.execute(
-        "INSERT INTO restaurant_orders (order_id, table_id) VALUES (?1, ?2)",
-        params![order, table],
-    )?;
-    audit::append(
-        conn,
-        &Change {
-            actor,
-            action: "table.open",
-            subject: &format!("table:{name}"),
-            before: None,
-            after: Some(json!({ "order": order })),
-        },
-        now,
-    )?;
-    Ok(order)
+    let owner = orders::Owner {
+        link: "INSERT INTO restaurant_orders (order_id, table_id) VALUES (?1, ?2)",
+        id: table,
+        action: "table.open",
+        subject: &format!("table:{name}"),
+    };
+    orders::create_for(conn, Kind::Menu, &owner, actor, now)
 }
 
 /// The table (id, name) of order `order`, if it is a table's.
@@ -239,8 +229,7 @@ async fn table_add(
     authed: Authed,
     Form(form): Form<TableForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Manage)?;
-    check_csrf(&authed, &form.csrf)?;
+    posted(&authed, Need::Manage, &form.csrf)?;
     write(&state, &authed, move |tx, actor, now, _| {
         add_table(tx, &form.name, form.seats.unwrap_or(4), actor, now)
     })
@@ -254,12 +243,12 @@ async fn table_open(
     id: Result<Path<i64>, PathRejection>,
     Form(form): Form<super::pages::CsrfForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
-    let table = path_id(id)?;
-    let order = write(&state, &authed, move |tx, actor, now, _| {
-        open_table(tx, table, actor, now)
-    })
-    .await?;
-    Ok(to_order(order))
+    sell_on(
+        &state,
+        &authed,
+        &form.csrf,
+        id,
+        |tx, table, actor, now, _| open_table(tx, table, actor, now),
+    )
+    .await
 }

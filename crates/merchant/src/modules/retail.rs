@@ -5,9 +5,9 @@
 
 use super::catalog;
 use super::orders::{self, Kind};
-use super::pages::{Shared, csrf_field, query, read, to_order, write};
+use super::pages::{Shared, csrf_field, posted, query, read, to_order, write};
 use super::{Need, SalesError, may, need};
-use crate::web::{AppState, Authed, WebError, check_csrf, frame, money};
+use crate::web::{AppState, Authed, WebError, frame, money};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::response::Response;
@@ -122,8 +122,7 @@ async fn new_sale(
     authed: Authed,
     Form(form): Form<SaleForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
+    posted(&authed, Need::Sell, &form.csrf)?;
     let barcode = form.barcode.trim().to_string();
     let id = write(&state, &authed, move |tx, actor, now, today| {
         let id = orders::create(tx, Kind::Retail, actor, now)?;

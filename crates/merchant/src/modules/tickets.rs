@@ -4,11 +4,11 @@
 
 use super::catalog;
 use super::orders::{self, Kind};
-use super::pages::{Shared, csrf_field, read, to_order, write};
+use super::pages::{Shared, csrf_field, posted, read, to_order, write};
 use super::{Need, may, need};
 use crate::reports::utc_date;
 use crate::store::unix_now;
-use crate::web::{AppState, Authed, WebError, check_csrf, frame, money};
+use crate::web::{AppState, Authed, WebError, frame, money};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -83,8 +83,7 @@ async fn sell(
     authed: Authed,
     Form(form): Form<SellForm>,
 ) -> Result<Response, WebError> {
-    need(&authed, Need::Sell)?;
-    check_csrf(&authed, &form.csrf)?;
+    posted(&authed, Need::Sell, &form.csrf)?;
     let id = write(&state, &authed, move |tx, actor, now, today| {
         let id = orders::create(tx, Kind::Ticket, actor, now)?;
         orders::add_item(
