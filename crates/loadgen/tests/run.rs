@@ -1,41 +1,15 @@
 //! A load run against a host on loopback, checked against the host's books;
 //! the mix parser under hostile input.
 
-use host::runtime::{HostData, ServeOptions, start};
-use host::server::Limits;
-use ledger::GroupCommitConfig;
+use host::runtime::start;
 use loadgen::{FleetSpec, LoadConfig, Mix, Outcome, audit, enroll_fleet};
-use pki::{InitOptions, MasterKey};
 use proptest::prelude::*;
 use std::time::Duration;
 
-async fn host() -> (tempfile::TempDir, HostData) {
-    let dir = tempfile::tempdir().unwrap();
-    let master = MasterKey::generate();
-    pki::Deployment::init(
-        &dir.path().join("deployment"),
-        &master,
-        &InitOptions::default(),
-    )
-    .unwrap();
-    let data = HostData::open(
-        &dir.path().join("host"),
-        &dir.path().join("deployment"),
-        master,
-        GroupCommitConfig::default(),
-    )
-    .unwrap();
-    (dir, data)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_run_agrees_with_the_books() {
-    let (dir, data) = host().await;
-    let options = ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits: Limits::default(),
-        echo_interval: 60,
-    };
+    let (dir, data) = testbed::host_data();
+    let options = testbed::serve_options();
     let running = start(&data, &options).await.unwrap();
     let mut spec = FleetSpec::new(3, running.addr.to_string());
     spec.cards = 4;

@@ -9,183 +9,54 @@
 
 mod modules_common;
 
-use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
-use host::runtime::{HostData, MerchantServices, RunningHost, ServeOptions, start_all};
-use ledger::GroupCommitConfig;
+use host::admin::MerchantSpec;
+use host::runtime::MerchantServices;
 use merchant::modules::orders::{PaymentStatus, Status};
 use merchant::users::Role;
 use modules_common::{Office, SECRET, Session, order_id};
-use pki::{InitOptions, MasterKey};
 use std::time::Duration;
-use terminal::card::CATALOG;
-use terminal::ecr::server::{ServerOptions, serve};
-use terminal::ecr::tls::EcrCertificate;
-use terminal::ecr::{EcrConfig, EcrService, Endpoint};
-use terminal::{Terminal, TerminalOptions};
-
-const MERCHANT: &str = "M00000000000001";
-const TID: &str = "T0000001";
+use terminal::ecr::EcrConfig;
+use terminal::ecr::server::ServerOptions;
+use testbed::TID;
 
 /// A host (with its webhook worker pointed at `office`), a terminal signed
 /// on to it, and the terminal's nexo endpoint, all on loopback.
 struct World {
-    _dir: tempfile::TempDir,
-    data: HostData,
-    _host: RunningHost,
-    terminal: Terminal,
-    ecr: EcrService,
-    _stop_server: tokio::sync::oneshot::Sender<()>,
-    _stop_terminal: tokio::sync::watch::Sender<bool>,
-}
-
-fn card_spec(c: &terminal::card::TestCard) -> CardSpec {
-    CardSpec {
-        pan: c.pan.into(),
-        expiry: c.expiry.into(),
-        pin: c.pin.map(Into::into),
-        kind: "card".into(),
-        balance: c.balance,
-        per_txn_limit: c.per_txn_limit,
-        daily_limit: 1_000_000,
-        currency: 156,
-        status: c.status.into(),
-        holder: c.name.into(),
-    }
+    bed: testbed::World,
 }
 
 impl World {
     /// The simulated reader presents test card `card` to every payment
     /// (none: a card is presented when the test says so).
     async fn start(office: &Office, card: Option<&str>) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::generate();
-        let master_path = dir.path().join("master.key");
-        master.write_to(&master_path).unwrap();
-        let deployment = dir.path().join("deployment");
-        pki::Deployment::init(&deployment, &master, &InitOptions::default()).unwrap();
-        let data = HostData::open(
-            &dir.path().join("host"),
-            &deployment,
-            master,
-            GroupCommitConfig::default(),
-        )
-        .unwrap();
-        let host = start_all(
-            &data,
-            &ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                limits: Default::default(),
-                echo_interval: 60,
+        let merchant = MerchantSpec {
+            webhook_url: Some(format!("{}/webhooks/host", office.base)),
+            webhook_secret: Some(SECRET.into()),
+            ..testbed::corner_shop()
+        };
+        let services = MerchantServices {
+            api_listen: "127.0.0.1:0".parse().unwrap(),
+            outbox: host::outbox::OutboxConfig {
+                poll_interval: Duration::from_millis(50),
+                backoff_base: Duration::from_millis(20),
+                backoff_cap: Duration::from_millis(200),
+                ..Default::default()
             },
-            &MerchantServices {
-                api_listen: "127.0.0.1:0".parse().unwrap(),
-                outbox: host::outbox::OutboxConfig {
-                    poll_interval: Duration::from_millis(50),
-                    backoff_base: Duration::from_millis(20),
-                    backoff_cap: Duration::from_millis(200),
-                    ..Default::default()
-                },
-            },
-        )
-        .await
-        .unwrap();
-        let prepared = admin::prepare_enrollment(
-            &data.deployment,
-            TerminalSpec {
-                terminal_id: TID.into(),
-                merchant_id: MERCHANT.into(),
-                max_amount: 60_000,
-                offline_floor: 0,
-                hosts: vec![host.addr.to_string()],
-            },
-        )
-        .unwrap();
-        let issuer = data.issuer.clone();
-        let master2 = MasterKey::from_file(&master_path).unwrap();
-        let webhook_url = format!("{}/webhooks/host", office.base);
-        let bundle = data
-            .ledger
-            .submit(move |tx| -> Result<_, admin::AdminError> {
-                let merchant = MerchantSpec {
-                    fee_bps: 0,
-                    merchant_id: MERCHANT.into(),
-                    name: "Corner Shop".into(),
-                    currency: 156,
-                    max_amount: 500_000,
-                    webhook_url: Some(webhook_url),
-                    webhook_secret: Some(SECRET.into()),
-                    api_key: None,
-                };
-                admin::add_merchant(tx, &merchant, &master2, 0)?;
-                for c in CATALOG {
-                    admin::add_card(tx, &card_spec(c), &issuer, &master2, 0)?;
-                }
-                admin::enroll(tx, prepared, 0)
-            })
-            .await
-            .unwrap();
-
-        let terminal = Terminal::open(
-            bundle,
-            data.deployment.ktk().expose(),
-            TerminalOptions {
-                data_dir: dir.path().join("terminal"),
-                response_timeout: Duration::from_secs(5),
-                connect_timeout: Duration::from_secs(2),
-                backoff_min: Duration::from_millis(50),
-                backoff_max: Duration::from_millis(200),
-            },
-        )
-        .unwrap();
-        let (stop_terminal, watch) = tokio::sync::watch::channel(false);
-        let t = terminal.clone();
-        tokio::spawn(async move { t.supervise(watch).await });
-        let mut status = terminal.status();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while !status.borrow().online {
-                status.changed().await.unwrap();
-            }
-        })
-        .await
-        .expect("the terminal signs on");
-
-        let cert = EcrCertificate::load_or_create(&dir.path().join("terminal"), &[]).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        };
         let config = EcrConfig {
             present_card: card.map(|c| terminal::card::test_card_named(c).expect("a catalog card")),
-            endpoint: Some(Endpoint {
-                host: "127.0.0.1".into(),
-                port: listener.local_addr().unwrap().port(),
-                cert_sha256: cert.sha256(),
-            }),
             ..EcrConfig::default()
         };
-        let ecr = EcrService::new(terminal.clone(), config).await.unwrap();
-        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(
-            ecr.clone(),
-            listener,
-            cert.server_config().unwrap(),
-            ServerOptions::default(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
         World {
-            _dir: dir,
-            data,
-            _host: host,
-            terminal,
-            ecr,
-            _stop_server: stop_server,
-            _stop_terminal: stop_terminal,
+            bed: testbed::World::start(merchant, Some(&services), config, ServerOptions::default())
+                .await,
         }
     }
 
     /// Pairs the back office with the terminal, as `posnet merchant
     /// terminal pair` does; returns the terminal's POIID.
     fn pair(&self, office: &Office) -> String {
-        let code = self.ecr.pair("back office").unwrap().to_code();
+        let code = self.bed.ecr.ecr.pair("back office").unwrap().to_code();
         let paired =
             merchant::modules::payments::pair(office.store(), office.data_dir(), &code, "cli")
                 .unwrap();
@@ -194,7 +65,7 @@ impl World {
 
     /// `(amount, state)` of the host's sales, oldest first.
     fn host_sales(&self) -> Vec<(i64, String)> {
-        let conn = self.data.reader().unwrap();
+        let conn = self.bed.host.data.reader().unwrap();
         let mut stmt = conn
             .prepare("SELECT amount, state FROM journal WHERE kind = 'sale' ORDER BY id")
             .unwrap();
@@ -420,14 +291,13 @@ async fn a_declined_card_leaves_the_order_open_with_the_reason_and_the_stock() {
 
 /// Waits (bounded) until the terminal's display starts with `text`.
 async fn display(world: &World, text: &str) {
-    let mut status = world.terminal.status();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !status.borrow().display.starts_with(text) {
-            status.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the terminal never showed {text:?}"));
+    world
+        .bed
+        .terminal
+        .wait(&format!("the terminal never showed {text:?}"), |s| {
+            s.display.starts_with(text)
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,7 +309,7 @@ async fn a_lost_answer_is_learnt_from_the_terminal_and_the_card_charged_once() {
     // swallow the terminal's answer and cut the connection.
     let proxy = netfault::Proxy::start(std::net::SocketAddr::from((
         [127, 0, 0, 1],
-        world.ecr.endpoint().unwrap().port,
+        world.bed.ecr.ecr.endpoint().unwrap().port,
     )))
     .await
     .unwrap();
@@ -470,7 +340,7 @@ async fn a_lost_answer_is_learnt_from_the_terminal_and_the_card_charged_once() {
     let paying = tokio::spawn(paying);
     display(&world, "Present card").await;
     proxy.cut_next_answer();
-    world.ecr.present_card("approved").unwrap();
+    world.bed.ecr.ecr.present_card("approved").unwrap();
     let answered = paying.await.unwrap().unwrap();
     assert_eq!(answered.status(), reqwest::StatusCode::SEE_OTHER);
 

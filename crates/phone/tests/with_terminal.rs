@@ -5,13 +5,9 @@
 //! `TransactionStatus` without a second charge, a revoked key and a
 //! replaced certificate.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
-use host::runtime::{HostData, RunningHost, ServeOptions, start};
-use ledger::GroupCommitConfig;
 use nexo::message::ResponseBody;
 use nexo::pairing::Pairing;
 use nexo::wire::ErrorCondition;
@@ -21,153 +17,43 @@ use phone::retry::Backoff;
 use phone::store::PairingStore;
 use phone::transport::{Timeouts, TransportError};
 use phone::{Event, Money, Options, Phone, PhoneError, SupervisorCode};
-use pki::{InitOptions, MasterKey};
-use terminal::card::CATALOG;
-use terminal::ecr::server::{ServerOptions, serve};
-use terminal::ecr::tls::EcrCertificate;
-use terminal::ecr::{EcrConfig, EcrService, Endpoint};
-use terminal::{Terminal, TerminalOptions};
+use terminal::ecr::EcrConfig;
+use terminal::ecr::server::ServerOptions;
 
-const MERCHANT: &str = "M00000000000001";
-const TID: &str = "T0000001";
-
-/// Host, terminal and its nexo endpoint, all on loopback.
+/// Host, terminal and its nexo endpoint, all on loopback (see
+/// [`testbed::World`]), and the configuration the endpoint starts with.
 struct World {
-    dir: tempfile::TempDir,
-    data: HostData,
-    _host: RunningHost,
-    bundle: pki::EnrollmentBundle,
+    bed: testbed::World,
     config: EcrConfig,
-    terminal: Terminal,
-    ecr: EcrService,
-    addr: SocketAddr,
-    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    stop_terminal: tokio::sync::watch::Sender<bool>,
-}
-
-fn card_spec(c: &terminal::card::TestCard) -> CardSpec {
-    CardSpec {
-        pan: c.pan.into(),
-        expiry: c.expiry.into(),
-        pin: c.pin.map(Into::into),
-        kind: "card".into(),
-        balance: c.balance,
-        per_txn_limit: c.per_txn_limit,
-        daily_limit: 1_000_000,
-        currency: 156,
-        status: c.status.into(),
-        holder: c.name.into(),
-    }
 }
 
 impl World {
     async fn start(config: EcrConfig) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::generate();
-        let master_path = dir.path().join("master.key");
-        master.write_to(&master_path).unwrap();
-        let deployment = dir.path().join("deployment");
-        pki::Deployment::init(&deployment, &master, &InitOptions::default()).unwrap();
-        let data = HostData::open(
-            &dir.path().join("host"),
-            &deployment,
-            master,
-            GroupCommitConfig::default(),
+        let bed = testbed::World::start(
+            testbed::corner_shop(),
+            None,
+            config.clone(),
+            ServerOptions::default(),
         )
-        .unwrap();
-        let host = start(
-            &data,
-            &ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                limits: Default::default(),
-                echo_interval: 60,
-            },
-        )
-        .await
-        .unwrap();
-        let prepared = admin::prepare_enrollment(
-            &data.deployment,
-            TerminalSpec {
-                terminal_id: TID.into(),
-                merchant_id: MERCHANT.into(),
-                max_amount: 60_000,
-                offline_floor: 0,
-                hosts: vec![host.addr.to_string()],
-            },
-        )
-        .unwrap();
-        let issuer = data.issuer.clone();
-        let master2 = MasterKey::from_file(&master_path).unwrap();
-        let bundle = data
-            .ledger
-            .submit(move |tx| -> Result<_, admin::AdminError> {
-                let merchant = MerchantSpec {
-                    fee_bps: 0,
-                    merchant_id: MERCHANT.into(),
-                    name: "Corner Shop".into(),
-                    currency: 156,
-                    max_amount: 500_000,
-                    webhook_url: None,
-                    webhook_secret: None,
-                    api_key: None,
-                };
-                admin::add_merchant(tx, &merchant, &master2, 0)?;
-                for c in CATALOG {
-                    admin::add_card(tx, &card_spec(c), &issuer, &master2, 0)?;
-                }
-                admin::enroll(tx, prepared, 0)
-            })
-            .await
-            .unwrap();
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (terminal, stop_terminal) = open_terminal(&dir, &data, &bundle).await;
-        let (ecr, stop_server, server) = start_ecr(&dir, &terminal, config.clone(), listener).await;
-        let addr = ecr
-            .endpoint()
-            .map(|e| SocketAddr::from(([127, 0, 0, 1], e.port)))
-            .unwrap();
-        World {
-            dir,
-            data,
-            _host: host,
-            bundle,
-            config,
-            terminal,
-            ecr,
-            addr,
-            stop_server: Some(stop_server),
-            server: Some(server),
-            stop_terminal,
-        }
+        .await;
+        World { bed, config }
     }
 
     /// The terminal's process ends (its endpoint stopped, requests in
     /// progress finished) and starts again from its data directory, on
     /// the same address.
     async fn restart(&mut self) {
-        self.stop_server.take().unwrap().send(()).unwrap();
-        self.server.take().unwrap().await.unwrap().unwrap();
-        self.stop_terminal.send(true).unwrap();
-        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
-        let (terminal, stop_terminal) = open_terminal(&self.dir, &self.data, &self.bundle).await;
-        let (ecr, stop_server, server) =
-            start_ecr(&self.dir, &terminal, self.config.clone(), listener).await;
-        self.terminal = terminal;
-        self.stop_terminal = stop_terminal;
-        self.ecr = ecr;
-        self.stop_server = Some(stop_server);
-        self.server = Some(server);
+        let addr = self.bed.ecr.addr;
+        self.bed.restart(addr, self.config.clone()).await;
     }
 
     /// The terminal's pairing code for a new phone, read and stored by
     /// the phone as `posnet phone pair` does.
     fn pair_phone(&self, label: &str) -> Options {
-        let code = self.ecr.pair(label).unwrap().to_code();
+        let code = self.bed.ecr.ecr.pair(label).unwrap().to_code();
         let pairing = Pairing::from_code(&code).unwrap();
-        assert_eq!(pairing.port, self.addr.port());
-        let data_dir = self.dir.path().join(label);
+        assert_eq!(pairing.port, self.bed.ecr.addr.port());
+        let data_dir = self.bed.host.dir.path().join(label);
         PairingStore::new(&data_dir)
             .add(&pairing, false, &phone::timestamp_now())
             .unwrap();
@@ -183,77 +69,8 @@ impl World {
     }
 
     fn host_count(&self, sql: &str) -> i64 {
-        self.data
-            .reader()
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap()
+        testbed::host_count(&self.bed.host.data, sql)
     }
-}
-
-async fn open_terminal(
-    dir: &tempfile::TempDir,
-    data: &HostData,
-    bundle: &pki::EnrollmentBundle,
-) -> (Terminal, tokio::sync::watch::Sender<bool>) {
-    let terminal = Terminal::open(
-        bundle.clone(),
-        data.deployment.ktk().expose(),
-        TerminalOptions {
-            data_dir: dir.path().join("terminal"),
-            response_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(2),
-            backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(200),
-        },
-    )
-    .unwrap();
-    let (stop, watch) = tokio::sync::watch::channel(false);
-    let t = terminal.clone();
-    tokio::spawn(async move { t.supervise(watch).await });
-    let mut status = terminal.status();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !status.borrow().online {
-            status.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("the terminal signs on");
-    (terminal, stop)
-}
-
-/// The terminal's nexo endpoint on `listener`, with its kept certificate.
-async fn start_ecr(
-    dir: &tempfile::TempDir,
-    terminal: &Terminal,
-    config: EcrConfig,
-    listener: tokio::net::TcpListener,
-) -> (
-    EcrService,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    let cert = EcrCertificate::load_or_create(&dir.path().join("terminal"), &[]).unwrap();
-    let config = EcrConfig {
-        endpoint: Some(Endpoint {
-            host: "127.0.0.1".into(),
-            port: listener.local_addr().unwrap().port(),
-            cert_sha256: cert.sha256(),
-        }),
-        ..config
-    };
-    let ecr = EcrService::new(terminal.clone(), config).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        ecr.clone(),
-        listener,
-        cert.server_config().unwrap(),
-        ServerOptions::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    (ecr, stop, server)
 }
 
 /// Supervisor codes from the terminal's TOTP secret, computed here as
@@ -313,7 +130,7 @@ fn auto(card: &str) -> EcrConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pay_status_refund_reverse_history() {
     let w = World::start(auto("approved")).await;
-    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap());
+    let supervisor = Supervisor::from_uri(&w.bed.ecr.ecr.set_supervisor().unwrap());
     let mut phone = Phone::open(w.pair_phone("phone")).unwrap();
     let mut ignore = |_: Event| {};
 
@@ -466,7 +283,7 @@ async fn the_terminals_progress_is_shown_while_the_payment_runs() {
         Event::Progress(line) => assert_eq!(line, "Present card CNY 12.50"),
         other => panic!("{other:?}"),
     }
-    w.ecr.present_card("approved").unwrap();
+    w.bed.ecr.ecr.present_card("approved").unwrap();
     let outcome = paying.await.unwrap().unwrap();
     assert!(outcome.succeeded(), "{}", outcome.reason());
 }
@@ -570,7 +387,7 @@ async fn a_revoked_key_and_a_replaced_certificate_are_named() {
 
     // The terminal revokes the phone's key: its messages are rejected
     // unread.
-    w.ecr.revoke(&pairing.key_identifier).unwrap();
+    w.bed.ecr.ecr.revoke(&pairing.key_identifier).unwrap();
     let mut phone = Phone::open(options).unwrap();
     let err = phone.pay(&cny("1"), &mut ignore).await.unwrap_err();
     assert!(matches!(err, PhoneError::KeyRejected { .. }), "{err}");
@@ -638,7 +455,7 @@ async fn pay_over_a_serial_link() {
     // key the phone's requests are secured with.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let device = cable.end("terminal");
-    let ecr = w.ecr.clone();
+    let ecr = w.bed.ecr.ecr.clone();
     tokio::spawn(async move {
         terminal::ecr::serial::serve_device(ecr, &device, 115_200, async {
             let _ = stopped.await;
@@ -673,7 +490,7 @@ async fn pay_over_a_serial_link() {
         Event::Progress(line) => assert_eq!(line, "Present card CNY 12.50"),
         other => panic!("{other:?}"),
     }
-    w.ecr.present_card("approved").unwrap();
+    w.bed.ecr.ecr.present_card("approved").unwrap();
     let outcome = paying.await.unwrap().unwrap();
     assert!(outcome.succeeded(), "{}", outcome.reason());
     assert_eq!(outcome.summary().amount.as_deref(), Some("12.50 CNY"));

@@ -3,34 +3,24 @@
 //! messages under pairing keys, real SQLite files, and a real posnet host
 //! over mutual TLS behind the terminal.
 
-use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
-use host::runtime::{HostData, RunningHost, ServeOptions, start};
-use ledger::GroupCommitConfig;
 use nexo::inbound::{Security, parse_request, parse_response};
 use nexo::message::{RequestBody, ResponseBody, SaleToPoiResponse};
 use nexo::pairing::Pairing;
 use nexo::wire::{ErrorCondition, EventToNotify, ResultType};
 use paycrypto::nexo::NexoKey;
 use paycrypto::totp::{STEP_SECS, Totp};
-use pki::{InitOptions, MasterKey};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use terminal::card::{CATALOG, test_card_named};
-use terminal::ecr::server::{ServerOptions, serve};
-use terminal::ecr::tls::EcrCertificate;
-use terminal::ecr::{EcrConfig, EcrService, Endpoint, Link};
-use terminal::{Terminal, TerminalOptions};
+use terminal::card::test_card_named;
+use terminal::ecr::server::ServerOptions;
+use terminal::ecr::{EcrConfig, Link};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
-const MERCHANT: &str = "M00000000000001";
-const TID: &str = "T0000001";
+use testbed::TID;
 
 /// A phone's or cash register's view of the terminal.
 struct Client {
@@ -40,81 +30,11 @@ struct Client {
     pairing: Pairing,
 }
 
-/// Accepts exactly the certificate whose SHA-256 the pairing code carries.
-#[derive(Debug)]
-struct Pinned {
-    sha256: [u8; 32],
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if pki::tls::fingerprint(end_entity) == self.sha256 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "certificate is not the paired one".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 impl Client {
     fn new(addr: SocketAddr, pairing: Pairing) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                sha256: pairing.cert_sha256,
-                provider,
-            }))
-            .with_no_client_auth();
         Client {
             addr,
-            tls: Arc::new(tls),
+            tls: phone::pin::client_config(pairing.cert_sha256).unwrap(),
             key: pairing.key().unwrap(),
             pairing,
         }
@@ -288,231 +208,59 @@ impl Supervisor {
     }
 }
 
+/// Host, terminal and its nexo endpoint (see [`testbed::World`]), and
+/// the configuration the endpoint starts with.
 struct World {
-    dir: tempfile::TempDir,
-    data: HostData,
-    _host: RunningHost,
-    bundle: pki::EnrollmentBundle,
-    terminal: Terminal,
-    ecr: EcrService,
-    addr: SocketAddr,
-    sha256: [u8; 32],
+    bed: testbed::World,
     config: EcrConfig,
-    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
-    stop_terminal: tokio::sync::watch::Sender<bool>,
-}
-
-fn card_spec(c: &terminal::card::TestCard) -> CardSpec {
-    CardSpec {
-        pan: c.pan.into(),
-        expiry: c.expiry.into(),
-        pin: c.pin.map(Into::into),
-        kind: "card".into(),
-        balance: c.balance,
-        per_txn_limit: c.per_txn_limit,
-        daily_limit: 1_000_000,
-        currency: 156,
-        status: c.status.into(),
-        holder: c.name.into(),
-    }
-}
-
-fn terminal_options(dir: &std::path::Path) -> TerminalOptions {
-    TerminalOptions {
-        data_dir: dir.join("terminal"),
-        response_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
-        backoff_min: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(200),
-    }
 }
 
 impl World {
     async fn start(config: EcrConfig, allow_plain: bool) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::generate();
-        let master_path = dir.path().join("master.key");
-        master.write_to(&master_path).unwrap();
-        pki::Deployment::init(
-            &dir.path().join("deployment"),
-            &master,
-            &InitOptions::default(),
-        )
-        .unwrap();
-        let data = HostData::open(
-            &dir.path().join("host"),
-            &dir.path().join("deployment"),
-            master,
-            GroupCommitConfig::default(),
-        )
-        .unwrap();
-        let host = start(
-            &data,
-            &ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                limits: Default::default(),
-                echo_interval: 60,
+        let bed = testbed::World::start(
+            testbed::corner_shop(),
+            None,
+            config.clone(),
+            ServerOptions {
+                allow_plain,
+                ..ServerOptions::default()
             },
         )
-        .await
-        .unwrap();
-        let prepared = admin::prepare_enrollment(
-            &data.deployment,
-            TerminalSpec {
-                terminal_id: TID.into(),
-                merchant_id: MERCHANT.into(),
-                max_amount: 60_000,
-                offline_floor: 0,
-                hosts: vec![host.addr.to_string()],
-            },
-        )
-        .unwrap();
-        let issuer = data.issuer.clone();
-        let master2 = MasterKey::from_file(&master_path).unwrap();
-        let bundle = data
-            .ledger
-            .submit(move |tx| -> Result<_, admin::AdminError> {
-                let merchant = MerchantSpec {
-                    fee_bps: 0,
-                    merchant_id: MERCHANT.into(),
-                    name: "Corner Shop".into(),
-                    currency: 156,
-                    max_amount: 500_000,
-                    webhook_url: None,
-                    webhook_secret: None,
-                    api_key: None,
-                };
-                admin::add_merchant(tx, &merchant, &master2, 0)?;
-                for c in CATALOG {
-                    admin::add_card(tx, &card_spec(c), &issuer, &master2, 0)?;
-                }
-                admin::enroll(tx, prepared, 0)
-            })
-            .await
-            .unwrap();
-        let (terminal, stop_terminal) = open_terminal(&dir, &data, &bundle).await;
-        let (ecr, addr, sha256, stop_server, server) =
-            start_ecr(&terminal, &dir, config.clone(), allow_plain).await;
-        World {
-            dir,
-            data,
-            _host: host,
-            bundle,
-            terminal,
-            ecr,
-            addr,
-            sha256,
-            config,
-            stop_server: Some(stop_server),
-            server: Some(server),
-            stop_terminal,
-        }
+        .await;
+        World { bed, config }
     }
 
     fn client(&self, label: &str) -> Client {
-        let pairing = self.ecr.pair(label).unwrap();
-        Client::new(self.addr, pairing)
+        let pairing = self.bed.ecr.ecr.pair(label).unwrap();
+        Client::new(self.bed.ecr.addr, pairing)
     }
 
     fn host_count(&self, sql: &str) -> i64 {
-        self.data
-            .reader()
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap()
+        testbed::host_count(&self.bed.host.data, sql)
     }
 
     async fn wait_display(&self, text: &str) {
-        let mut status = self.terminal.status();
-        tokio::time::timeout(Duration::from_secs(30), async {
-            while !status.borrow().display.starts_with(text) {
-                status.changed().await.unwrap();
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("the terminal shows {text:?}"));
+        self.bed
+            .terminal
+            .wait(&format!("the terminal shows {text:?}"), |s| {
+                s.display.starts_with(text)
+            })
+            .await;
     }
 
     /// The terminal's process ends (server stopped, nothing else said) and
     /// starts again from its data directory, on a new port.
     async fn restart(&mut self) {
-        self.stop_server.take().unwrap().send(()).unwrap();
-        self.server.take().unwrap().await.unwrap().unwrap();
-        self.stop_terminal.send(true).unwrap();
-        let (terminal, stop) = open_terminal(&self.dir, &self.data, &self.bundle).await;
-        let (ecr, addr, sha256, stop_server, server) =
-            start_ecr(&terminal, &self.dir, self.config.clone(), false).await;
-        assert_eq!(sha256, self.sha256, "the certificate is kept");
-        self.terminal = terminal;
-        self.stop_terminal = stop;
-        self.ecr = ecr;
-        self.addr = addr;
-        self.stop_server = Some(stop_server);
-        self.server = Some(server);
+        let sha256 = self.bed.ecr.cert.sha256();
+        self.bed
+            .restart("127.0.0.1:0".parse().unwrap(), self.config.clone())
+            .await;
+        assert_eq!(
+            self.bed.ecr.cert.sha256(),
+            sha256,
+            "the certificate is kept"
+        );
     }
-}
-
-async fn open_terminal(
-    dir: &tempfile::TempDir,
-    data: &HostData,
-    bundle: &pki::EnrollmentBundle,
-) -> (Terminal, tokio::sync::watch::Sender<bool>) {
-    let terminal = Terminal::open(
-        bundle.clone(),
-        data.deployment.ktk().expose(),
-        terminal_options(dir.path()),
-    )
-    .unwrap();
-    let (stop, watch) = tokio::sync::watch::channel(false);
-    let t = terminal.clone();
-    tokio::spawn(async move { t.supervise(watch).await });
-    let mut status = terminal.status();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !status.borrow().online {
-            status.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("the terminal signs on");
-    (terminal, stop)
-}
-
-async fn start_ecr(
-    terminal: &Terminal,
-    dir: &tempfile::TempDir,
-    mut config: EcrConfig,
-    allow_plain: bool,
-) -> (
-    EcrService,
-    SocketAddr,
-    [u8; 32],
-    tokio::sync::oneshot::Sender<()>,
-    JoinHandle<std::io::Result<()>>,
-) {
-    let cert = EcrCertificate::load_or_create(&dir.path().join("terminal"), &[]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    config.endpoint = Some(Endpoint {
-        host: "127.0.0.1".into(),
-        port: addr.port(),
-        cert_sha256: cert.sha256(),
-    });
-    let ecr = EcrService::new(terminal.clone(), config).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        ecr.clone(),
-        listener,
-        cert.server_config().unwrap(),
-        ServerOptions {
-            allow_plain,
-            ..ServerOptions::default()
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    (ecr, addr, cert.sha256(), stop, server)
 }
 
 fn auto(card: &str) -> EcrConfig {
@@ -526,7 +274,7 @@ fn auto(card: &str) -> EcrConfig {
 async fn login_payment_status_refund_reversal_diagnosis_logout() {
     let w = World::start(auto("approved"), false).await;
     let phone = w.client("till 1");
-    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap(), TID);
+    let supervisor = Supervisor::from_uri(&w.bed.ecr.ecr.set_supervisor().unwrap(), TID);
 
     let login = phone
         .send(&request(
@@ -810,7 +558,7 @@ async fn supervisor_code_missing_wrong_or_unset_sends_nothing() {
         additional(&unset)
     );
 
-    let supervisor = Supervisor::from_uri(&w.ecr.set_supervisor().unwrap(), TID);
+    let supervisor = Supervisor::from_uri(&w.bed.ecr.ecr.set_supervisor().unwrap(), TID);
     let missing = phone.send(&refund("R1", None)).await;
     assert_eq!(condition(&missing), Some(ErrorCondition::Refusal));
     assert!(additional(&missing).contains("supervisor+code+is+required"));
@@ -913,15 +661,18 @@ async fn limit_unsupported_busy_in_progress_abort_and_card_timeout() {
         tokio::spawn(async move { phone.send(&payment("P3", 10.0, json!({}))).await })
     };
     w.wait_display("Present card").await;
-    assert!(w.ecr.present_card("no-such-card").is_err());
-    w.ecr.present_card("insufficient_funds").unwrap();
+    assert!(w.bed.ecr.ecr.present_card("no-such-card").is_err());
+    w.bed.ecr.ecr.present_card("insufficient_funds").unwrap();
     let declined = second.await.unwrap();
     assert_eq!(condition(&declined), Some(ErrorCondition::Refusal));
     assert_eq!(
         additional(&declined),
         "message=insufficient+funds&responseCode=51"
     );
-    assert!(w.ecr.present_card("approved").is_err(), "nobody waits now");
+    assert!(
+        w.bed.ecr.ecr.present_card("approved").is_err(),
+        "nobody waits now"
+    );
     drop(w);
 
     // Nobody presents a card: the payment ends when the wait does.
@@ -961,7 +712,7 @@ async fn a_phone_that_hangs_up_still_gets_its_answer_from_transaction_status() {
     drop(tls);
     // The card comes after the phone has gone: the payment still ends,
     // and its answer is there for the phone when it asks.
-    w.ecr.present_card("approved").unwrap();
+    w.bed.ecr.ecr.present_card("approved").unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut asked = 0;
     let status = loop {
@@ -995,13 +746,13 @@ async fn a_phone_that_hangs_up_still_gets_its_answer_from_transaction_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_survive_a_restart_and_interrupted_exchanges_are_answered() {
     let mut w = World::start(auto("approved"), false).await;
-    let pairing = w.ecr.pair("till 1").unwrap();
-    let phone = Client::new(w.addr, pairing.clone());
+    let pairing = w.bed.ecr.ecr.pair("till 1").unwrap();
+    let phone = Client::new(w.bed.ecr.addr, pairing.clone());
     let sale = phone.send(&payment("P1", 12.5, json!({}))).await;
     assert_eq!(response_of(&sale).result, ResultType::Success);
     // An exchange recorded and never answered, as if the terminal had
     // stopped while it waited for the card.
-    let store = terminal::ecr::store::Store::open(&w.dir.path().join("terminal")).unwrap();
+    let store = terminal::ecr::store::Store::open(&w.bed.host.terminal_dir()).unwrap();
     store
         .reserve(
             "ECR-1",
@@ -1013,7 +764,7 @@ async fn answers_survive_a_restart_and_interrupted_exchanges_are_answered() {
     drop(store);
     w.restart().await;
 
-    let phone = Client::new(w.addr, pairing);
+    let phone = Client::new(w.bed.ecr.addr, pairing);
     let status = phone
         .send(&request(
             "TransactionStatus",
@@ -1077,7 +828,7 @@ fn reject_of(bytes: &[u8]) -> nexo::model::EventNotification {
 async fn keys_revocation_plain_messages_and_the_certificate() {
     let w = World::start(auto("approved"), false).await;
     let phone = w.client("till 1");
-    assert_eq!(phone.pairing.cert_sha256, w.sha256);
+    assert_eq!(phone.pairing.cert_sha256, w.bed.ecr.cert.sha256());
     assert_eq!(phone.pairing.poi_id, TID);
 
     // The certificate served is the one the pairing code names.
@@ -1114,6 +865,8 @@ async fn keys_revocation_plain_messages_and_the_certificate() {
     reject_of(&plain);
     // Plain from a peer off this machine, even with plain allowed.
     let far = w
+        .bed
+        .ecr
         .ecr
         .handle(
             request("Diagnosis", "D5", json!({})).to_string().as_bytes(),
@@ -1122,7 +875,10 @@ async fn keys_revocation_plain_messages_and_the_certificate() {
         .await;
     reject_of(&far);
     // Revocation takes effect at the next message.
-    assert_eq!(w.ecr.revoke(&phone.pairing.key_identifier).unwrap(), 1);
+    assert_eq!(
+        w.bed.ecr.ecr.revoke(&phone.pairing.key_identifier).unwrap(),
+        1
+    );
     let sealed = paycrypto::nexo::encrypt(
         &phone.key,
         request("Diagnosis", "D6", json!({})).to_string().as_bytes(),
@@ -1130,11 +886,13 @@ async fn keys_revocation_plain_messages_and_the_certificate() {
     .unwrap();
     reject_of(&phone.send_bytes(sealed.as_bytes()).await);
     assert!(
-        w.ecr
+        w.bed
+            .ecr
+            .ecr
             .notifications(&phone.pairing.key_identifier, 1)
             .is_err()
     );
-    assert!(w.ecr.pairings().unwrap()[0].revoked_at.is_some());
+    assert!(w.bed.ecr.ecr.pairings().unwrap()[0].revoked_at.is_some());
     // A body over 64 KiB is refused before it is read whole.
     let (status, _) = phone.post_raw("/nexo", &vec![b' '; 70 * 1024]).await;
     assert_eq!(status, 413);
@@ -1222,7 +980,7 @@ async fn the_screen_pairs_presents_cards_and_keeps_its_origin_checks() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let screen = listener.local_addr().unwrap();
     tokio::spawn(terminal::screen::serve_with_ecr(
-        w.ecr.clone(),
+        w.bed.ecr.ecr.clone(),
         listener,
         std::future::pending(),
     ));
@@ -1245,7 +1003,10 @@ async fn the_screen_pairs_presents_cards_and_keeps_its_origin_checks() {
     .await
     .unwrap();
     assert_eq!(foreign.status(), 403);
-    assert!(w.ecr.pairings().unwrap().is_empty(), "nothing paired");
+    assert!(
+        w.bed.ecr.ecr.pairings().unwrap().is_empty(),
+        "nothing paired"
+    );
 
     let own = format!("http://{screen}");
     let paired = post(
@@ -1258,14 +1019,14 @@ async fn the_screen_pairs_presents_cards_and_keeps_its_origin_checks() {
     assert_eq!(paired.status(), 200);
     let paired: Value = paired.json().await.unwrap();
     let code = Pairing::from_code(paired["code"].as_str().unwrap()).unwrap();
-    assert_eq!(code.cert_sha256, w.sha256);
+    assert_eq!(code.cert_sha256, w.bed.ecr.cert.sha256());
     assert_eq!(
         (code.host.as_str(), code.port),
-        ("127.0.0.1", w.addr.port())
+        ("127.0.0.1", w.bed.ecr.addr.port())
     );
     assert!(paired["qr_svg"].as_str().unwrap().contains("<svg"));
     assert!(paired["qr_text"].as_str().unwrap().contains('█'));
-    assert_eq!(w.ecr.pairings().unwrap()[0].label, "counter phone");
+    assert_eq!(w.bed.ecr.ecr.pairings().unwrap()[0].label, "counter phone");
     let page = http
         .get(format!("http://{screen}/"))
         .send()
@@ -1281,7 +1042,7 @@ async fn the_screen_pairs_presents_cards_and_keeps_its_origin_checks() {
         .await
         .unwrap();
     assert_eq!(idle.status(), 409);
-    let phone = Arc::new(Client::new(w.addr, code));
+    let phone = Arc::new(Client::new(w.bed.ecr.addr, code));
     let paying = {
         let phone = phone.clone();
         tokio::spawn(async move { phone.send(&payment("P1", 12.5, json!({}))).await })

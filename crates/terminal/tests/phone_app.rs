@@ -6,21 +6,18 @@
 //! for the app from a terminal signed on with a real host, and nothing
 //! else under /app.
 
-use host::admin::{self, MerchantSpec, TerminalSpec};
-use host::runtime::{HostData, ServeOptions, start};
-use ledger::GroupCommitConfig;
-use pki::{InitOptions, MasterKey};
+use host::admin::{MerchantSpec, TerminalSpec};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use terminal::ecr::EcrConfig;
 use terminal::ecr::app::{ASSETS, CONTENT_SECURITY_POLICY, SECURITY_HEADERS};
-use terminal::ecr::server::{ServerOptions, serve};
+use terminal::ecr::server::ServerOptions;
 use terminal::ecr::tls::EcrCertificate;
-use terminal::ecr::{EcrConfig, EcrService};
-use terminal::{Terminal, TerminalOptions};
+use testbed::{EcrFixture, HostFixture, TerminalFixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP answer.
@@ -121,108 +118,46 @@ impl Phone {
 
 /// A terminal signed on with a real host, its nexo endpoint on loopback.
 struct World {
-    _dir: tempfile::TempDir,
-    _host: host::runtime::RunningHost,
-    terminal: Terminal,
+    _host: HostFixture,
+    terminal: TerminalFixture,
+    _ecr: EcrFixture,
     phone: Phone,
-    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 const TID: &str = "T0000009";
 const MERCHANT: &str = "M00000000000009";
 
 async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let master = MasterKey::generate();
-    let master_path = dir.path().join("master.key");
-    master.write_to(&master_path).unwrap();
-    pki::Deployment::init(
-        &dir.path().join("deployment"),
-        &master,
-        &InitOptions::default(),
-    )
-    .unwrap();
-    let data = HostData::open(
-        &dir.path().join("host"),
-        &dir.path().join("deployment"),
-        master,
-        GroupCommitConfig::default(),
-    )
-    .unwrap();
-    let host = start(
-        &data,
-        &ServeOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            limits: Default::default(),
-            echo_interval: 60,
-        },
-    )
-    .await
-    .unwrap();
-    let prepared = admin::prepare_enrollment(
-        &data.deployment,
-        TerminalSpec {
-            terminal_id: TID.into(),
+    let host = HostFixture::start(
+        MerchantSpec {
             merchant_id: MERCHANT.into(),
-            max_amount: 60_000,
-            offline_floor: 0,
-            hosts: vec![host.addr.to_string()],
+            name: "App Corner Shop".into(),
+            currency: 392,
+            ..testbed::corner_shop()
         },
+        &[],
     )
-    .unwrap();
-    let master = MasterKey::from_file(&master_path).unwrap();
-    let bundle = data
-        .ledger
-        .submit(move |tx| -> Result<_, admin::AdminError> {
-            let merchant = MerchantSpec {
-                fee_bps: 0,
-                merchant_id: MERCHANT.into(),
-                name: "App Corner Shop".into(),
-                currency: 392,
-                max_amount: 500_000,
-                webhook_url: None,
-                webhook_secret: None,
-                api_key: None,
-            };
-            admin::add_merchant(tx, &merchant, &master, 0)?;
-            admin::enroll(tx, prepared, 0)
+    .await;
+    let bundle = host
+        .enroll(TerminalSpec {
+            merchant_id: MERCHANT.into(),
+            ..host.terminal_spec(TID)
         })
-        .await
-        .unwrap();
-    let terminal = Terminal::open(
-        bundle,
-        data.deployment.ktk().expose(),
-        TerminalOptions {
-            data_dir: dir.path().join("terminal"),
-            response_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(2),
-            backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(200),
-        },
-    )
-    .unwrap();
-    let (stop, watch) = tokio::sync::watch::channel(false);
-    let t = terminal.clone();
-    tokio::spawn(async move { t.supervise(watch).await });
-    let cert = EcrCertificate::load_or_create(&dir.path().join("terminal"), &[]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let ecr = EcrService::new(terminal.clone(), EcrConfig::default())
-        .await
-        .unwrap();
-    tokio::spawn(serve(
-        ecr,
-        listener,
-        cert.server_config().unwrap(),
+        .await;
+    let terminal = TerminalFixture::open(&bundle, &host.data, host.terminal_options());
+    let ecr = EcrFixture::start(
+        &terminal.terminal,
+        &host.terminal_dir(),
+        "127.0.0.1:0".parse().unwrap(),
+        EcrConfig::default(),
         ServerOptions::default(),
-        std::future::pending(),
-    ));
+    )
+    .await;
     World {
-        phone: Phone::trusting(addr, &cert),
-        _dir: dir,
+        phone: Phone::trusting(ecr.addr, &ecr.cert),
         _host: host,
         terminal,
-        _stop: stop,
+        _ecr: ecr,
     }
 }
 
@@ -333,14 +268,7 @@ async fn every_file_of_the_app_is_served_with_its_type_and_the_security_headers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_learns_the_terminals_currency_and_nothing_else_is_served_under_app() {
     let w = world().await;
-    let mut status = w.terminal.status();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !status.borrow().online {
-            status.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("the terminal signs on");
+    w.terminal.wait("the terminal signs on", |s| s.online).await;
     let answer = w.phone.get("/app/terminal.json").await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("cache-control"), Some("no-store"));

@@ -2,17 +2,15 @@
 //! each transaction type end to end, the host lost in the middle of a sale,
 //! offline approvals forwarded exactly once, settlement.
 
-use host::admin::{self, CardSpec, MerchantSpec, TerminalSpec};
+use host::admin::TerminalSpec;
 use host::runtime::{HostData, RunningHost, ServeOptions, start};
-use ledger::{AccountId, GroupCommitConfig, LedgerRead};
-use pki::{InitOptions, MasterKey};
+use ledger::{AccountId, LedgerRead};
 use std::net::SocketAddr;
 use std::time::Duration;
 use terminal::card::{CATALOG, test_card_named};
 use terminal::engine::{Method, Refusal};
-use terminal::{Outcome, Terminal, TerminalOptions, TxnKind, TxnRequest};
-
-const MERCHANT: &str = "M00000000000001";
+use terminal::{Outcome, TerminalOptions, TxnKind, TxnRequest};
+use testbed::{HostFixture, TerminalFixture};
 
 struct World {
     dir: tempfile::TempDir,
@@ -20,158 +18,53 @@ struct World {
     host: Option<RunningHost>,
     host_addr: SocketAddr,
     proxy: netfault::Proxy,
-    terminal: Terminal,
+    t: TerminalFixture,
     bundle: pki::EnrollmentBundle,
     options: TerminalOptions,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-fn card_spec(c: &terminal::card::TestCard) -> CardSpec {
-    CardSpec {
-        pan: c.pan.into(),
-        expiry: c.expiry.into(),
-        pin: c.pin.map(Into::into),
-        kind: "card".into(),
-        balance: c.balance,
-        per_txn_limit: c.per_txn_limit,
-        daily_limit: 1_000_000,
-        currency: 156,
-        status: c.status.into(),
-        holder: c.name.into(),
-    }
 }
 
 impl World {
     async fn start() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::generate();
-        pki::Deployment::init(
-            &dir.path().join("deployment"),
-            &master,
-            &InitOptions::default(),
-        )
-        .unwrap();
-        let master2 = MasterKey::from_file(&{
-            let p = dir.path().join("master.key");
-            master.write_to(&p).unwrap();
-            p
-        })
-        .unwrap();
-        let data = HostData::open(
-            &dir.path().join("host"),
-            &dir.path().join("deployment"),
-            master,
-            GroupCommitConfig::default(),
-        )
-        .unwrap();
-        let host = start(
-            &data,
-            &ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                limits: Default::default(),
-                echo_interval: 60,
-            },
-        )
-        .await
-        .unwrap();
-        let host_addr = host.addr;
+        let fixture = HostFixture::start(testbed::corner_shop(), CATALOG).await;
+        let host_addr = fixture.running.addr;
         let proxy = netfault::Proxy::start(host_addr).await.unwrap();
-        let prepared = admin::prepare_enrollment(
-            &data.deployment,
-            TerminalSpec {
-                terminal_id: "T0000001".into(),
-                merchant_id: MERCHANT.into(),
-                max_amount: 60_000,
+        let bundle = fixture
+            .enroll(TerminalSpec {
                 offline_floor: 2_000,
                 hosts: vec![proxy.addr.to_string()],
-            },
-        )
-        .unwrap();
-        let issuer = data.issuer.clone();
-        let bundle = data
-            .ledger
-            .submit(move |tx| -> Result<_, admin::AdminError> {
-                let merchant = MerchantSpec {
-                    fee_bps: 0,
-                    merchant_id: MERCHANT.into(),
-                    name: "Corner Shop".into(),
-                    currency: 156,
-                    max_amount: 500_000,
-                    webhook_url: None,
-                    webhook_secret: None,
-                    api_key: None,
-                };
-                admin::add_merchant(tx, &merchant, &master2, 0)?;
-                for c in CATALOG {
-                    admin::add_card(tx, &card_spec(c), &issuer, &master2, 0)?;
-                }
-                admin::enroll(tx, prepared, 0)
+                ..fixture.terminal_spec("T0000001")
             })
-            .await
-            .unwrap();
+            .await;
         let options = TerminalOptions {
-            data_dir: dir.path().join("terminal"),
             response_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(2),
-            backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(200),
+            ..fixture.terminal_options()
         };
-        let terminal = Terminal::open(
-            bundle.clone(),
-            data.deployment.ktk().expose(),
-            options.clone(),
-        )
-        .unwrap();
-        let (stop, _) = tokio::sync::watch::channel(false);
-        let mut w = World {
+        let t = TerminalFixture::start(&bundle, &fixture.data, options.clone()).await;
+        let HostFixture { dir, data, running } = fixture;
+        World {
             dir,
             data,
-            host: Some(host),
+            host: Some(running),
             host_addr,
             proxy,
-            terminal,
+            t,
             bundle,
             options,
-            stop,
-        };
-        w.supervise();
-        w.wait(|s| s.online).await;
-        w
-    }
-
-    fn supervise(&mut self) {
-        let (stop, watch) = tokio::sync::watch::channel(false);
-        self.stop = stop;
-        let t = self.terminal.clone();
-        tokio::spawn(async move { t.supervise(watch).await });
+        }
     }
 
     /// The terminal's process ends without any shutdown (as kill -9 would)
     /// and starts again from its journal.
     async fn restart_terminal(&mut self) {
-        self.stop.send(true).unwrap();
+        self.t.stop();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        self.terminal = Terminal::open(
-            self.bundle.clone(),
-            self.data.deployment.ktk().expose(),
-            self.options.clone(),
-        )
-        .unwrap();
-        self.supervise();
+        self.t = TerminalFixture::open(&self.bundle, &self.data, self.options.clone());
     }
 
     async fn wait(&self, pred: impl Fn(&terminal::Status) -> bool) {
-        let mut status = self.terminal.status();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if pred(&status.borrow()) {
-                    return;
-                }
-                status.changed().await.unwrap();
-            }
-        })
-        .await
-        .expect("terminal reached the expected status");
+        self.t
+            .wait("terminal reached the expected status", pred)
+            .await;
     }
 
     async fn pay(
@@ -188,7 +81,7 @@ impl World {
             method: Method::Card,
             original,
         };
-        self.terminal.transact(req, presented).await.unwrap()
+        self.t.terminal.transact(req, presented).await.unwrap()
     }
 
     fn balance(&self, card: &str) -> u64 {
@@ -203,14 +96,6 @@ impl World {
             .unwrap()
             .unwrap()
             .available_to_debit()
-    }
-
-    fn host_count(&self, sql: &str) -> i64 {
-        self.data
-            .reader()
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap()
     }
 
     fn assert_ledger_consistent(&self) {
@@ -250,11 +135,11 @@ async fn every_catalog_card_ends_as_documented() {
         Outcome::FailedBeforeSending(Refusal::AmountOutsideLimits { .. })
     ));
     assert_eq!(
-        w.host_count("SELECT count(*) FROM journal"),
+        testbed::host_count(&w.data, "SELECT count(*) FROM journal"),
         5,
         "refusals never reached the host"
     );
-    let history = w.terminal.history(20).await.unwrap();
+    let history = w.t.terminal.history(20).await.unwrap();
     assert!(
         history.iter().all(|t| t.state != "sending"),
         "no transaction is left without a definite state"
@@ -322,11 +207,15 @@ async fn host_lost_mid_sale_is_reversed_after_reconnect() {
     w.wait(|s| s.online && s.pending_saf == 0).await;
     assert_eq!(w.balance("approved"), start);
     assert_eq!(
-        w.host_count("SELECT count(*) FROM journal WHERE kind = 'sale' AND state = 'reversed'"),
+        testbed::host_count(
+            &w.data,
+            "SELECT count(*) FROM journal WHERE kind = 'sale' AND state = 'reversed'"
+        ),
         1
     );
     assert_eq!(
-        w.host_count(
+        testbed::host_count(
+            &w.data,
             "SELECT count(*) FROM journal WHERE kind = 'reversal' AND response_code = '00'"
         ),
         1
@@ -369,7 +258,7 @@ async fn offline_approvals_are_forwarded_once_when_the_host_returns() {
 
     // The terminal restarts (its process is gone): advices survive in the journal.
     w.restart_terminal().await;
-    assert_eq!(w.terminal.status().borrow().pending_saf, 2);
+    assert_eq!(w.t.terminal.status().borrow().pending_saf, 2);
     w.host = Some(
         start(
             &w.data,
@@ -385,7 +274,10 @@ async fn offline_approvals_are_forwarded_once_when_the_host_returns() {
     w.proxy.refuse(false);
     w.wait(|s| s.online && s.pending_saf == 0).await;
     assert_eq!(
-        w.host_count("SELECT count(*) FROM journal WHERE kind = 'offline_sale'"),
+        testbed::host_count(
+            &w.data,
+            "SELECT count(*) FROM journal WHERE kind = 'offline_sale'"
+        ),
         2
     );
     assert_eq!(w.balance("offline_chip"), before - 2_700);
@@ -403,7 +295,7 @@ impl World {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let terminal = self.terminal.clone();
+        let terminal = self.t.terminal.clone();
         tokio::spawn(async move {
             terminal::screen::serve(terminal, listener, async {
                 let _ = stopped.await;
@@ -438,7 +330,7 @@ async fn settlement_balances_then_uploads_the_batch_when_totals_differ() {
         .await;
     assert_eq!(code(&refund.outcome), "approved");
 
-    let s = w.terminal.settle().await.unwrap();
+    let s = w.t.terminal.settle().await.unwrap();
     assert_eq!(
         (
             s.batch,
@@ -452,7 +344,8 @@ async fn settlement_balances_then_uploads_the_batch_when_totals_differ() {
     assert!(s.balanced);
     assert_eq!(s.uploaded, 0);
     assert_eq!(
-        w.host_count(
+        testbed::host_count(
+            &w.data,
             "SELECT count(*) FROM settlements WHERE batch = 1 AND balanced = 1 AND debit_amount = 1250 AND credit_amount = 250 AND closed_at IS NOT NULL"
         ),
         1
@@ -474,7 +367,7 @@ async fn settlement_balances_then_uploads_the_batch_when_totals_differ() {
     ] {
         db.execute(table, [batch2[1].id]).unwrap();
     }
-    let s = w.terminal.settle().await.unwrap();
+    let s = w.t.terminal.settle().await.unwrap();
     assert_eq!((s.batch, s.debit_amount, s.debit_count), (2, 800, 2));
     assert!(!s.balanced);
     assert_eq!(
@@ -482,14 +375,15 @@ async fn settlement_balances_then_uploads_the_batch_when_totals_differ() {
         "each transaction the terminal holds is uploaded"
     );
     assert_eq!(
-        w.host_count(
+        testbed::host_count(
+            &w.data,
             "SELECT count(*) FROM settlements WHERE batch = 2 AND balanced = 0 AND debit_amount = 1200 AND debit_count = 3 AND uploaded = 2 AND closed_at IS NOT NULL"
         ),
         1,
         "the host recorded its own totals, the upload and its end"
     );
     // Batch 3 starts empty and balances.
-    let s = w.terminal.settle().await.unwrap();
+    let s = w.t.terminal.settle().await.unwrap();
     assert_eq!((s.batch, s.debit_count, s.balanced), (3, 0, true));
     w.assert_ledger_consistent();
 }
@@ -515,7 +409,7 @@ impl terminal::card::CardReader for WatchingReader {
 async fn the_terminal_asks_for_the_card_then_shows_the_result() {
     let w = World::start().await;
     let mut reader = WatchingReader {
-        status: w.terminal.status(),
+        status: w.t.terminal.status(),
         card: test_card_named("approved").unwrap(),
         displayed: None,
     };
@@ -525,14 +419,14 @@ async fn the_terminal_asks_for_the_card_then_shows_the_result() {
         method: Method::Card,
         original: None,
     };
-    let r = w
-        .terminal
-        .transact_with_reader(req, &mut reader)
-        .await
-        .unwrap();
+    let r =
+        w.t.terminal
+            .transact_with_reader(req, &mut reader)
+            .await
+            .unwrap();
     assert_eq!(reader.displayed.as_deref(), Some("Present card"));
     assert_eq!(code(&r.outcome), "approved");
-    assert_eq!(w.terminal.status().borrow().display, "Approved");
+    assert_eq!(w.t.terminal.status().borrow().display, "Approved");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,7 +508,7 @@ async fn screen_page_sells_with_test_cards_and_prints_receipts() {
         .unwrap();
     assert_eq!(r["state"], "declined");
     assert_eq!(r["result"], "DECLINED: INSUFFICIENT FUNDS");
-    assert_eq!(w.terminal.status().borrow().display, "Declined");
+    assert_eq!(w.t.terminal.status().borrow().display, "Declined");
 
     // Status, list, detail with history and e-receipt, ESC/POS.
     let s: serde_json::Value = http
@@ -700,7 +594,7 @@ async fn screen_page_sells_with_test_cards_and_prints_receipts() {
         .unwrap();
     assert_eq!(rebound.status(), 403);
     assert_eq!(
-        w.terminal.history(10).await.unwrap().len(),
+        w.t.terminal.history(10).await.unwrap().len(),
         3,
         "refused requests ran nothing"
     );

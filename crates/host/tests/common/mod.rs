@@ -9,9 +9,9 @@ use host::runtime::{HostData, RunningHost, ServeOptions, start};
 use host::server::Limits;
 use iso8583::frame::{FrameCodec, OwnedFrame};
 use iso8583::{FrameLayout, Message, Mti, Tpdu};
-use ledger::{GroupCommitConfig, LedgerRead};
+use ledger::LedgerRead;
 use loadgen::{Card, Sealed, SimTerminal};
-use pki::{EnrollmentBundle, InitOptions, MasterKey};
+use pki::{EnrollmentBundle, MasterKey};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,21 +53,7 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::generate();
-        pki::Deployment::init(
-            &dir.path().join("deployment"),
-            &master,
-            &InitOptions::default(),
-        )
-        .unwrap();
-        let data = HostData::open(
-            &dir.path().join("host"),
-            &dir.path().join("deployment"),
-            master,
-            GroupCommitConfig::default(),
-        )
-        .unwrap();
+        let (dir, data) = testbed::host_data();
         let merchant = MerchantSpec {
             fee_bps: 0,
             merchant_id: MERCHANT.into(),
@@ -119,12 +105,7 @@ impl Harness {
     }
 
     pub async fn serve(&mut self) {
-        let options = ServeOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            limits: Limits::default(),
-            echo_interval: 60,
-        };
-        self.host = Some(start(&self.data, &options).await.unwrap());
+        self.host = Some(start(&self.data, &testbed::serve_options()).await.unwrap());
     }
 
     pub fn addr(&self) -> SocketAddr {
