@@ -545,6 +545,13 @@ impl Daemon {
     }
 }
 
+/// The first child that has stopped, if any.
+fn first_stopped(daemons: &mut [Daemon]) -> Option<usize> {
+    daemons
+        .iter_mut()
+        .position(|d| matches!(d.child.try_wait(), Ok(Some(_))))
+}
+
 /// Stops every child, in order; the failures, if any, in one message.
 async fn stop_all(daemons: &mut [Daemon]) -> Result<()> {
     daemons.sort_by_key(|d| d.order);
@@ -668,7 +675,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         tokio::select! {
             _ = &mut stop => break None,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                if let Some(i) = daemons.iter_mut().position(|d| matches!(d.child.try_wait(), Ok(Some(_)))) {
+                if let Some(i) = first_stopped(&mut daemons) {
                     break Some(i);
                 }
             }
@@ -1022,7 +1029,7 @@ async fn start(
         .timeout(Duration::from_secs(5))
         .build()?;
     for (t, r) in TERMINALS.iter().zip(&running) {
-        wait_online(&http, t, &r.screen).await?;
+        wait_online(&http, t, &r.screen, daemons).await?;
     }
     for (t, r) in TERMINALS.iter().zip(&mut running) {
         pair(posnet, state, root, t, &r.screen).await?;
@@ -1038,10 +1045,19 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-/// Waits until the terminal has signed on with the host.
-async fn wait_online(http: &reqwest::Client, t: &DemoTerminal, screen: &str) -> Result<()> {
+/// Waits until the terminal has signed on with the host; fails at once
+/// when one of the children stopped meanwhile.
+async fn wait_online(
+    http: &reqwest::Client,
+    t: &DemoTerminal,
+    screen: &str,
+    daemons: &mut [Daemon],
+) -> Result<()> {
     let deadline = Instant::now() + ONLINE_TIMEOUT;
     loop {
+        if let Some(i) = first_stopped(daemons) {
+            bail!(daemons[i].failure("stopped while the terminals were signing on"));
+        }
         let status: Option<serde_json::Value> =
             match http.get(format!("{screen}/api/status")).send().await {
                 Ok(response) => response.json().await.ok(),
