@@ -21,9 +21,10 @@
 //! it), then the host (its webhooks in flight still reach the back
 //! office), then the back office.
 //!
-//! The data directory is laid out the way each command expects by default
+//! With the default `--data-dir posnet-data` and no `--port-offset`, the
+//! data directory is laid out the way each command expects by default
 //! (`posnet-data/host`, `posnet-data/merchant`, `posnet-data/terminal`,
-//! `posnet-data/phone`), and the ports are the commands' defaults, so that
+//! `posnet-data/phone`) and the ports are the commands' defaults, so that
 //! `posnet terminal status` or `posnet merchant user list` reach the demo
 //! without options.
 
