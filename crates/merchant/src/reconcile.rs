@@ -187,6 +187,39 @@ fn totals_text(t: &Totals) -> String {
     )
 }
 
+/// Who the daily reconciliation is recorded as.
+pub const DAILY_ACTOR: &str = "system";
+
+/// The daily reconciliation: when the day before `now` (UTC) has not been
+/// reconciled by [`DAILY_ACTOR`] yet, reconciles it; `None` when it was.
+/// The back office calls this at start and then hourly, so a day is
+/// reconciled once, soon after it ends, whenever the back office runs.
+pub async fn reconcile_due(
+    store: &Arc<Store>,
+    api: &HostApi,
+    now: i64,
+) -> Result<Option<Reconciliation>, ReconcileError> {
+    let date = crate::reports::utc_date(now - 86_400);
+    let done = {
+        let date = date.clone();
+        store
+            .call(move |s: &Store| {
+                s.read(|c| {
+                    Ok(c.query_row(
+                        "SELECT count(*) FROM reconciliations WHERE date = ?1 AND actor = ?2",
+                        params![date, DAILY_ACTOR],
+                        |r| r.get::<_, i64>(0),
+                    )? > 0)
+                })
+            })
+            .await?
+    };
+    if done {
+        return Ok(None);
+    }
+    reconcile(store, api, &date, DAILY_ACTOR).await.map(Some)
+}
+
 /// Reconciles `date` (`YYYY-MM-DD`, UTC) and stores the result, audited
 /// under `actor`.
 pub async fn reconcile(

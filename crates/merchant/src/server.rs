@@ -1,8 +1,10 @@
 //! The running back office: the web pages and the webhook receiver on one
-//! address, a backfill from the host at start, and a graceful stop.
+//! address, a backfill from the host at start, the daily reconciliation
+//! with the host, and a graceful stop.
 
 use crate::backfill;
 use crate::host_api::HostApi;
+use crate::reconcile;
 use crate::session::LoginLimiter;
 use crate::store::{Store, StoreError};
 use crate::users::PasswordCost;
@@ -15,6 +17,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How often the back office checks whether yesterday (UTC) still needs
+/// its reconciliation with the host: a day is reconciled within the hour
+/// after it ends (or after the back office starts, if it was down).
+const DAILY_CHECK: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A module of the back office (retail, restaurant, ...): its own schema
 /// steps and its own pages, added without changing the core's.
@@ -90,6 +97,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     backfill: Option<JoinHandle<()>>,
+    daily: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -105,6 +113,10 @@ impl Running {
     /// being recorded gets its answer), stops a backfill between pages.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        if let Some(daily) = self.daily {
+            daily.abort();
+            let _ = daily.await;
+        }
         if let Some(backfill) = self.backfill {
             backfill.abort();
             let _ = backfill.await;
@@ -175,6 +187,27 @@ pub async fn start(options: Options) -> Result<Running, ServerError> {
             tracing::error!("back office server: {e}");
         }
     });
+    let daily = host.clone().map(|api| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                // The first check waits too: a back office just started
+                // is busy with its backfill, which the reconciliation
+                // needs to have seen.
+                tokio::time::sleep(DAILY_CHECK).await;
+                match reconcile::reconcile_due(&store, &api, crate::store::unix_now()).await {
+                    Ok(Some(done)) => tracing::info!(
+                        date = %done.date,
+                        differences = done.differences.len(),
+                        "daily reconciliation with the host done"
+                    ),
+                    Ok(None) => {}
+                    // Tried again at the next hour.
+                    Err(e) => tracing::error!("daily reconciliation failed: {e}"),
+                }
+            }
+        })
+    });
     let backfill = host.map(|api| {
         let store = store.clone();
         tokio::spawn(async move {
@@ -197,5 +230,6 @@ pub async fn start(options: Options) -> Result<Running, ServerError> {
         stop,
         server,
         backfill,
+        daily,
     })
 }

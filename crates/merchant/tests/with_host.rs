@@ -319,6 +319,40 @@ async fn backfill_catches_up_after_downtime_and_webhooks_then_record_nothing_twi
 }
 
 #[tokio::test]
+async fn the_day_before_is_reconciled_once_by_the_daily_run() {
+    let mut h = host().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = back_office_with_webhook(&h, dir.path()).await;
+    let store = running.store.clone();
+    let mut t = h.terminal().await;
+    assert_eq!(code(&sale(&mut t, 700).await), "00");
+    eventually("the sale recorded", || {
+        count(&store, "SELECT count(*) FROM events") == 1
+    })
+    .await;
+    let api = HostApi::new(&h.api_url(), pki::Secret::new(API_KEY.into())).unwrap();
+    let tomorrow = merchant::store::unix_now() + 86_400;
+    let today = merchant::reports::utc_date(merchant::store::unix_now());
+
+    let done = merchant::reconcile::reconcile_due(&store, &api, tomorrow)
+        .await
+        .unwrap()
+        .expect("today is reconciled once it is the day before");
+    assert_eq!(done.date, today);
+    assert_eq!(done.actor, merchant::reconcile::DAILY_ACTOR);
+    assert_eq!((done.host_count, done.local_count, done.matched), (1, 1, 1));
+    assert!(done.differences.is_empty(), "{:?}", done.differences);
+    assert!(
+        merchant::reconcile::reconcile_due(&store, &api, tomorrow)
+            .await
+            .unwrap()
+            .is_none(),
+        "once a day"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn reconciliation_lists_every_difference_with_the_host() {
     let mut h = host().await;
     let dir = tempfile::tempdir().unwrap();
