@@ -320,7 +320,7 @@ async fn backfill_catches_up_after_downtime_and_webhooks_then_record_nothing_twi
 
 #[tokio::test]
 async fn the_day_before_is_reconciled_once_by_the_daily_run() {
-    let mut h = host().await;
+    let h = host().await;
     let dir = tempfile::tempdir().unwrap();
     let running = back_office_with_webhook(&h, dir.path()).await;
     let store = running.store.clone();
