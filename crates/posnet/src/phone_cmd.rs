@@ -180,7 +180,8 @@ pub fn run(args: PhoneArgs) -> Result<()> {
                     return out.document(&list);
                 }
                 for p in &list {
-                    println!(
+                    writeln!(
+                        std::io::stdout(),
                         "{}{} at {}  certificate {}  key {} v{}  paired {}",
                         if p.default { "* " } else { "  " },
                         p.poi_id,
@@ -189,7 +190,7 @@ pub fn run(args: PhoneArgs) -> Result<()> {
                         p.key_identifier,
                         p.key_version,
                         p.paired_at
-                    );
+                    )?;
                 }
                 Ok(())
             }
@@ -256,10 +257,13 @@ pub fn run(args: PhoneArgs) -> Result<()> {
                 if out.json {
                     out.document(&report)?;
                 } else {
-                    println!(
+                    writeln!(
+                        std::io::stdout(),
                         "terminal {} at {} (this phone: {})",
-                        report.poi_id, report.address, report.sale_id
-                    );
+                        report.poi_id,
+                        report.address,
+                        report.sale_id
+                    )?;
                     for check in &report.checks {
                         let status = match check.status {
                             CheckStatus::Ok => "ok",
@@ -267,9 +271,14 @@ pub fn run(args: PhoneArgs) -> Result<()> {
                             CheckStatus::Failed => "FAILED",
                             CheckStatus::Skipped => "skipped",
                         };
-                        println!("  {status:<8} {}: {}", check.name, check.detail);
+                        writeln!(
+                            std::io::stdout(),
+                            "  {status:<8} {}: {}",
+                            check.name,
+                            check.detail
+                        )?;
                         if let Some(advice) = &check.advice {
-                            println!("           → {advice}");
+                            writeln!(std::io::stdout(), "           → {advice}")?;
                         }
                     }
                 }
@@ -309,7 +318,7 @@ impl Output {
         if self.json {
             self.document(&serde_json::json!({ "message": text }))
         } else {
-            println!("{text}");
+            writeln!(std::io::stdout(), "{text}")?;
             Ok(())
         }
     }
@@ -342,7 +351,8 @@ impl Output {
             if json {
                 eprintln!("{line}");
             } else {
-                println!("{line}");
+                // A reader that went away must not stop the payment.
+                let _ = writeln!(std::io::stdout(), "{line}");
             }
         }
     }
@@ -354,7 +364,7 @@ impl Output {
         if self.json {
             self.document(&summary)?;
         } else {
-            print_summary(&summary, what);
+            print_summary(&summary, what)?;
         }
         if !outcome.succeeded() {
             bail!("{what} not done: {}", summary.reason);
@@ -369,7 +379,7 @@ fn what_failed(message: &str) -> &str {
     message.split(" — ").next().unwrap_or(message)
 }
 
-fn print_summary(s: &Summary, what: &str) {
+fn print_summary(s: &Summary, what: &str) -> std::io::Result<()> {
     if s.result == "Success" {
         let mut line = format!("{what}: done");
         for (label, value) in [
@@ -382,23 +392,32 @@ fn print_summary(s: &Summary, what: &str) {
                 line.push_str(&format!(", {label} {v}"));
             }
         }
-        println!("{line} (service {})", s.service_id);
+        writeln!(std::io::stdout(), "{line} (service {})", s.service_id)?;
     } else {
-        println!("{what}: NOT DONE — {} (service {})", s.reason, s.service_id);
+        writeln!(
+            std::io::stdout(),
+            "{what}: NOT DONE — {} (service {})",
+            s.reason,
+            s.service_id
+        )?;
         if let Some(advice) = &s.advice {
-            println!("what to do: {advice}");
+            writeln!(std::io::stdout(), "what to do: {advice}")?;
         }
     }
     if let Some(why) = &s.recovered {
-        println!("(the answer was lost — {why} — and was recovered from the terminal)");
+        writeln!(
+            std::io::stdout(),
+            "(the answer was lost — {why} — and was recovered from the terminal)"
+        )?;
     }
     if !s.receipt.is_empty() {
-        println!("---- customer receipt ----");
+        writeln!(std::io::stdout(), "---- customer receipt ----")?;
         for line in &s.receipt {
-            println!("{line}");
+            writeln!(std::io::stdout(), "{line}")?;
         }
-        println!("--------------------------");
+        writeln!(std::io::stdout(), "--------------------------")?;
     }
+    Ok(())
 }
 
 async fn pair(
@@ -464,7 +483,7 @@ async fn pair(
             "checked": check,
         }))
     } else {
-        println!("{message}");
+        writeln!(std::io::stdout(), "{message}")?;
         Ok(())
     }
 }
@@ -487,13 +506,17 @@ async fn status(phone: &mut Phone, out: &Output, service_id: &str) -> Result<()>
     }
     match &repeated {
         Some(summary) => {
-            println!("the terminal repeats its answer to {service_id}:");
-            print_summary(summary, &format!("{} {service_id}", summary.category));
+            writeln!(
+                std::io::stdout(),
+                "the terminal repeats its answer to {service_id}:"
+            )?;
+            print_summary(summary, &format!("{} {service_id}", summary.category))?;
         }
-        None => println!(
+        None => writeln!(
+            std::io::stdout(),
             "{service_id}: {}",
             phone::explain::reason(&report.status.response)
-        ),
+        )?,
     }
     if !report.mismatches.is_empty() {
         bail!(
@@ -524,7 +547,8 @@ fn history(options: &Options, out: &Output, limit: u32, all: bool) -> Result<()>
         };
         let state = serde_json::to_value(r.state)?;
         let kind = serde_json::to_value(r.kind)?;
-        println!(
+        writeln!(
+            std::io::stdout(),
             "{}  {}  {:<9} {:>14}  {:<12} {:<40} {}  {}",
             r.started_at,
             r.service_id,
@@ -538,7 +562,7 @@ fn history(options: &Options, out: &Output, limit: u32, all: bool) -> Result<()>
                 .unwrap_or("-"),
             r.poi_transaction_id.as_deref().unwrap_or("-"),
             r.masked_pan.as_deref().unwrap_or("")
-        );
+        )?;
     }
     Ok(())
 }
