@@ -5,7 +5,6 @@
 //! `TransactionStatus` without a second charge, a revoked key and a
 //! replaced certificate.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nexo::message::ResponseBody;
@@ -73,47 +72,39 @@ impl World {
     }
 }
 
-/// Supervisor codes from the terminal's TOTP secret, computed here as
-/// RFC 6238 says (HMAC-SHA1, 30 s steps, 6 digits) as an authenticator app
-/// does: a fresh step for every use (the terminal accepts a code once,
-/// and one step ahead).
-struct Supervisor {
-    secret: Vec<u8>,
-    last: AtomicU64,
-}
+/// The terminal's supervisor, with codes the phone can send.
+struct Supervisor(testbed::Supervisor);
 
 impl Supervisor {
     fn from_uri(uri: &str) -> Self {
-        let secret = uri
-            .split("secret=")
-            .nth(1)
-            .and_then(|s| s.split('&').next())
-            .unwrap();
-        Self {
-            secret: data_encoding::BASE32_NOPAD
-                .decode(secret.as_bytes())
-                .unwrap(),
-            last: AtomicU64::new(0),
-        }
+        Self(testbed::Supervisor::from_uri(uri, testbed::TID))
     }
 
     fn code(&self) -> SupervisorCode {
-        use hmac::{KeyInit, Mac};
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / 30;
-        let step = now.max(self.last.load(Ordering::SeqCst) + 1);
-        self.last.store(step, Ordering::SeqCst);
-        let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&self.secret).unwrap();
-        mac.update(&step.to_be_bytes());
-        let hash = mac.finalize().into_bytes();
-        let at = usize::from(hash[19] & 0x0f);
-        let binary =
-            u32::from_be_bytes([hash[at] & 0x7f, hash[at + 1], hash[at + 2], hash[at + 3]]);
-        SupervisorCode::new(&format!("{:06}", binary % 1_000_000)).unwrap()
+        SupervisorCode::new(&self.0.code()).unwrap()
     }
+}
+
+/// Pays 12.50 CNY with `phone`, presents the approved card once the phone
+/// shows the terminal asking for it (the first progress it gets), and
+/// checks that the payment was approved.
+async fn pay_when_the_card_is_asked_for(w: &World, mut phone: Phone) -> phone::Outcome {
+    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let paying = tokio::spawn(async move {
+        phone
+            .pay(&cny("12.50"), &mut |e| {
+                let _ = seen.send(e);
+            })
+            .await
+    });
+    match events.recv().await.expect("the phone shows the progress") {
+        Event::Progress(line) => assert_eq!(line, "Present card CNY 12.50"),
+        other => panic!("{other:?}"),
+    }
+    w.bed.ecr.ecr.present_card("approved").unwrap();
+    let outcome = paying.await.unwrap().unwrap();
+    assert!(outcome.succeeded(), "{}", outcome.reason());
+    outcome
 }
 
 fn cny(text: &str) -> Money {
@@ -270,22 +261,8 @@ async fn the_terminals_progress_is_shown_while_the_payment_runs() {
     // No card is presented until the phone has shown the terminal's
     // request for one.
     let w = World::start(EcrConfig::default()).await;
-    let mut phone = Phone::open(w.pair_phone("phone")).unwrap();
-    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let paying = tokio::spawn(async move {
-        phone
-            .pay(&cny("12.50"), &mut |e| {
-                let _ = seen.send(e);
-            })
-            .await
-    });
-    match events.recv().await.expect("the phone shows the progress") {
-        Event::Progress(line) => assert_eq!(line, "Present card CNY 12.50"),
-        other => panic!("{other:?}"),
-    }
-    w.bed.ecr.ecr.present_card("approved").unwrap();
-    let outcome = paying.await.unwrap().unwrap();
-    assert!(outcome.succeeded(), "{}", outcome.reason());
+    let phone = Phone::open(w.pair_phone("phone")).unwrap();
+    pay_when_the_card_is_asked_for(&w, phone).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,21 +455,7 @@ async fn pay_over_a_serial_link() {
         "the key, over the cable"
     );
 
-    let (seen, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let paying = tokio::spawn(async move {
-        phone
-            .pay(&cny("12.50"), &mut |e| {
-                let _ = seen.send(e);
-            })
-            .await
-    });
-    match events.recv().await.expect("the phone shows the progress") {
-        Event::Progress(line) => assert_eq!(line, "Present card CNY 12.50"),
-        other => panic!("{other:?}"),
-    }
-    w.bed.ecr.ecr.present_card("approved").unwrap();
-    let outcome = paying.await.unwrap().unwrap();
-    assert!(outcome.succeeded(), "{}", outcome.reason());
+    let outcome = pay_when_the_card_is_asked_for(&w, phone).await;
     assert_eq!(outcome.summary().amount.as_deref(), Some("12.50 CNY"));
     let _ = stop.send(());
 }

@@ -8,12 +8,10 @@ use nexo::message::{RequestBody, ResponseBody, SaleToPoiResponse};
 use nexo::pairing::Pairing;
 use nexo::wire::{ErrorCondition, EventToNotify, ResultType};
 use paycrypto::nexo::NexoKey;
-use paycrypto::totp::{STEP_SECS, Totp};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use terminal::card::test_card_named;
 use terminal::ecr::server::ServerOptions;
@@ -170,44 +168,6 @@ fn transaction_id(r: &SaleToPoiResponse) -> String {
     poi.unwrap().poi_transaction_id.transaction_id.clone()
 }
 
-/// Supervisor codes: a fresh step for every use (a code is accepted once).
-struct Supervisor {
-    totp: Totp,
-    last: AtomicU64,
-}
-
-impl Supervisor {
-    fn from_uri(uri: &str, poi_id: &str) -> Self {
-        let secret = uri
-            .split("secret=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap();
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(secret.as_bytes())
-            .unwrap();
-        Supervisor {
-            totp: terminal::ecr::supervisor::totp(&bytes, poi_id).unwrap(),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    /// A code the terminal accepts now: the current step's, or the next
-    /// step's when the current one was used (one step ahead is allowed).
-    fn code(&self) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / STEP_SECS;
-        let step = now.max(self.last.load(Ordering::SeqCst) + 1);
-        self.last.store(step, Ordering::SeqCst);
-        self.totp.code_at(step * STEP_SECS)
-    }
-}
-
 /// Host, terminal and its nexo endpoint (see [`testbed::World`]), and
 /// the configuration the endpoint starts with.
 struct World {
@@ -274,7 +234,7 @@ fn auto(card: &str) -> EcrConfig {
 async fn login_payment_status_refund_reversal_diagnosis_logout() {
     let w = World::start(auto("approved"), false).await;
     let phone = w.client("till 1");
-    let supervisor = Supervisor::from_uri(&w.bed.ecr.ecr.set_supervisor().unwrap(), TID);
+    let supervisor = testbed::Supervisor::from_uri(&w.bed.ecr.ecr.set_supervisor().unwrap(), TID);
 
     let login = phone
         .send(&request(
@@ -558,7 +518,7 @@ async fn supervisor_code_missing_wrong_or_unset_sends_nothing() {
         additional(&unset)
     );
 
-    let supervisor = Supervisor::from_uri(&w.bed.ecr.ecr.set_supervisor().unwrap(), TID);
+    let supervisor = testbed::Supervisor::from_uri(&w.bed.ecr.ecr.set_supervisor().unwrap(), TID);
     let missing = phone.send(&refund("R1", None)).await;
     assert_eq!(condition(&missing), Some(ErrorCondition::Refusal));
     assert!(additional(&missing).contains("supervisor+code+is+required"));

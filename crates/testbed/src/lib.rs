@@ -366,3 +366,44 @@ impl World {
         .await;
     }
 }
+
+/// A terminal supervisor's authenticator app: codes from the `otpauth://`
+/// URI that [`EcrService::set_supervisor`] shows, a fresh step for every
+/// use (the terminal accepts a code once, and one step ahead of now).
+pub struct Supervisor {
+    totp: paycrypto::totp::Totp,
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Supervisor {
+    /// The app that scanned `uri`, the secret of terminal `poi_id`.
+    pub fn from_uri(uri: &str, poi_id: &str) -> Self {
+        let secret = uri
+            .split("secret=")
+            .nth(1)
+            .and_then(|s| s.split('&').next())
+            .expect("an otpauth URI carries its secret");
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(secret.as_bytes())
+            .expect("the secret is base32");
+        Supervisor {
+            totp: terminal::ecr::supervisor::totp(&bytes, poi_id).expect("a usable secret"),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A code the terminal accepts now: the current step's, or the next
+    /// step's when the current one was used.
+    pub fn code(&self) -> String {
+        use paycrypto::totp::STEP_SECS;
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_secs()
+            / STEP_SECS;
+        let step = now.max(self.last.load(Ordering::SeqCst) + 1);
+        self.last.store(step, Ordering::SeqCst);
+        self.totp.code_at(step * STEP_SECS)
+    }
+}
