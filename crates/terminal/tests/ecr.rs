@@ -159,6 +159,16 @@ fn payment_body(r: &SaleToPoiResponse) -> &nexo::model::PaymentResponse {
     }
 }
 
+/// The original answer a TransactionStatus answer repeats.
+fn repeated_of(r: &SaleToPoiResponse) -> &nexo::model::RepeatedMessageResponse {
+    let ResponseBody::TransactionStatus(ts) = &r.body else {
+        panic!("not a TransactionStatus answer: {r:?}")
+    };
+    ts.repeated_message_response
+        .as_ref()
+        .unwrap_or_else(|| panic!("no repeated answer: {r:?}"))
+}
+
 fn transaction_id(r: &SaleToPoiResponse) -> String {
     let poi = match &r.body {
         ResponseBody::Payment(p) => p.poi_data.as_ref(),
@@ -306,10 +316,7 @@ async fn login_payment_status_refund_reversal_diagnosis_logout() {
         ))
         .await;
     assert_eq!(response_of(&status).result, ResultType::Success);
-    let ResponseBody::TransactionStatus(ts) = &status.body else {
-        panic!()
-    };
-    let repeated = ts.repeated_message_response.as_ref().unwrap();
+    let repeated = repeated_of(&status);
     assert_eq!(repeated.message_header.service_id.as_deref(), Some("P1"));
     let mut original = p.clone();
     original.payment_receipt.clear();
@@ -328,13 +335,8 @@ async fn login_payment_status_refund_reversal_diagnosis_logout() {
             json!({ "ReceiptReprintFlag": true }),
         ))
         .await;
-    let ResponseBody::TransactionStatus(ts) = &last.body else {
-        panic!()
-    };
     assert_eq!(
-        ts.repeated_message_response
-            .as_ref()
-            .unwrap()
+        repeated_of(&last)
             .repeated_response_message_body
             .payment_response
             .as_ref(),
@@ -421,13 +423,8 @@ async fn login_payment_status_refund_reversal_diagnosis_logout() {
             json!({ "MessageReference": { "ServiceID": "V1" } }),
         ))
         .await;
-    let ResponseBody::TransactionStatus(ts) = &status.body else {
-        panic!()
-    };
     assert!(
-        ts.repeated_message_response
-            .as_ref()
-            .unwrap()
+        repeated_of(&status)
             .repeated_response_message_body
             .reversal_response
             .is_some()
@@ -732,13 +729,8 @@ async fn answers_survive_a_restart_and_interrupted_exchanges_are_answered() {
             json!({ "MessageReference": { "ServiceID": "P1" }, "ReceiptReprintFlag": true }),
         ))
         .await;
-    let ResponseBody::TransactionStatus(ts) = &status.body else {
-        panic!()
-    };
     assert_eq!(
-        ts.repeated_message_response
-            .as_ref()
-            .unwrap()
+        repeated_of(&status)
             .repeated_response_message_body
             .payment_response
             .as_ref(),
@@ -754,13 +746,7 @@ async fn answers_survive_a_restart_and_interrupted_exchanges_are_answered() {
             json!({ "MessageReference": { "ServiceID": "P9" } }),
         ))
         .await;
-    let ResponseBody::TransactionStatus(ts) = &interrupted.body else {
-        panic!("{interrupted:?}")
-    };
-    let repeated = ts
-        .repeated_message_response
-        .as_ref()
-        .unwrap()
+    let repeated = repeated_of(&interrupted)
         .repeated_response_message_body
         .payment_response
         .as_ref()
