@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use terminal::link::{Link, LinkError};
 use tokio::sync::{Barrier, watch};
@@ -226,6 +227,47 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Keep a [`Record`] of every request (for checking the host's books).
     pub keep_records: bool,
+    /// Requests started per second over all active terminals (an open
+    /// loop: each terminal keeps its own schedule, and a request's latency
+    /// counts from when it was due, so a host that falls behind shows it);
+    /// `None` for as fast as the in-flight bound allows.
+    pub rate: Option<f64>,
+    /// How many of the terminals send requests; the others connect, sign
+    /// on and hold their connection idle until the load ends. `None`: all.
+    pub active: Option<usize>,
+    /// Counters a caller may read while the run goes (a progress bar).
+    pub progress: Arc<Progress>,
+}
+
+/// What a run has done so far, updated as answers arrive.
+#[derive(Debug, Default)]
+pub struct Progress {
+    connected: AtomicU64,
+    answered: AtomicU64,
+    approved: AtomicU64,
+    unknown: AtomicU64,
+}
+
+impl Progress {
+    /// Terminals connected and signed on at least once.
+    pub fn connected(&self) -> u64 {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Requests of the mix answered so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Of those, approved (`00`).
+    pub fn approved(&self) -> u64 {
+        self.approved.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose outcome became unknown (lost, timed out).
+    pub fn unknown(&self) -> u64 {
+        self.unknown.load(Ordering::Relaxed)
+    }
 }
 
 impl LoadConfig {
@@ -245,6 +287,9 @@ impl LoadConfig {
             settle_time: Duration::from_secs(10),
             seed: 1,
             keep_records: false,
+            rate: None,
+            active: None,
+            progress: Arc::default(),
         }
     }
 
@@ -266,6 +311,13 @@ impl LoadConfig {
         }
         if self.timeout.is_zero() {
             return Err(LoadError::Config("timeout must be above zero".into()));
+        }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(LoadError::Config(format!(
+                "rate {rate}: need a number of requests per second above zero"
+            )));
         }
         Ok(())
     }
@@ -421,13 +473,20 @@ pub async fn run(
     let (_never, never_stop) = watch::channel(false);
     let stop = stop.unwrap_or(never_stop);
     let mut tasks = tokio::task::JoinSet::new();
+    let active = config.active.unwrap_or(n).min(n);
+    // Each active terminal's share of the rate, as the time between starts.
+    let interval = config
+        .rate
+        .map(|rate| Duration::from_secs_f64(active as f64 / rate));
     for (i, load) in terminals.into_iter().enumerate() {
-        let worker = Worker::new(
+        let mut worker = Worker::new(
             load,
             config.clone(),
             config.seed.wrapping_add(i as u64),
             stop.clone(),
         );
+        worker.active = i < active;
+        worker.interval = interval;
         tasks.spawn(worker.run(barrier.clone()));
     }
     let mut report = Report {
@@ -537,6 +596,12 @@ struct Worker {
     answered_in_load: u64,
     approved_in_load: u64,
     load_end: Instant,
+    /// Whether it sends requests or only holds its connection.
+    active: bool,
+    /// Time between starts for a sustained rate; `None` for max rate.
+    interval: Option<Duration>,
+    /// When the next request is due (sustained rate).
+    next_due: Instant,
 }
 
 type InFlight = FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = (Slot, Answer)> + Send>>>;
@@ -568,6 +633,9 @@ impl Worker {
             answered_in_load: 0,
             approved_in_load: 0,
             load_end: Instant::now(),
+            active: true,
+            interval: None,
+            next_due: Instant::now(),
         }
     }
 
@@ -576,6 +644,8 @@ impl Worker {
         barrier.wait().await;
         let start = Instant::now();
         self.load_end = start + self.config.duration;
+        // Terminals start their schedules at spread-out moments.
+        self.next_due = start + self.interval.unwrap_or_default().mul_f64(self.rng.f64());
         let mut settle_end: Option<Instant> = None;
         let mut in_flight: InFlight = FuturesUnordered::new();
         let mut backoff = Duration::from_millis(10);
@@ -621,15 +691,45 @@ impl Worker {
                 self.settle_one().await?;
                 continue;
             }
+            if !self.active {
+                if loading && in_flight.is_empty() {
+                    stopped_or(&mut self.stop, self.load_end).await;
+                }
+                continue;
+            }
             while loading
                 && in_flight.len() < self.config.in_flight
                 && self.started < self.config.max_requests
+                && self.interval.is_none_or(|_| now >= self.next_due)
             {
-                let slot = self.start_one()?;
-                in_flight.push(self.send(slot));
+                let (mut slot, sealed) = self.start_one()?;
+                if let Some(interval) = self.interval {
+                    // Latency counts from when the request was due.
+                    slot.started = self.next_due;
+                    self.next_due += interval;
+                }
+                in_flight.push(self.send((slot, sealed)));
             }
-            if let Some(done) = in_flight.next().await {
-                self.complete(done)?;
+            let paced_wait = loading
+                && in_flight.len() < self.config.in_flight
+                && self.started < self.config.max_requests;
+            match self.interval {
+                Some(_) if paced_wait => {
+                    let due = self.next_due.min(self.load_end);
+                    tokio::select! {
+                        done = in_flight.next(), if !in_flight.is_empty() => {
+                            if let Some(done) = done {
+                                self.complete(done)?;
+                            }
+                        }
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                _ => {
+                    if let Some(done) = in_flight.next().await {
+                        self.complete(done)?;
+                    }
+                }
             }
         }
         let unresolved = self.settle.len() as u64;
@@ -686,6 +786,11 @@ impl Worker {
         self.stats.record("sign_on", started.elapsed(), code);
         if self.connected_once {
             self.reconnects += 1;
+        } else {
+            self.config
+                .progress
+                .connected
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.connected_once = true;
         self.link = Some(link);
@@ -804,6 +909,11 @@ impl Worker {
         if Instant::now() <= self.load_end {
             self.answered_in_load += 1;
             self.approved_in_load += u64::from(code == "00");
+            let progress = &self.config.progress;
+            progress.answered.fetch_add(1, Ordering::Relaxed);
+            progress
+                .approved
+                .fetch_add(u64::from(code == "00"), Ordering::Relaxed);
         }
     }
 
@@ -828,6 +938,7 @@ impl Worker {
             }
             Answer::Unknown => {
                 self.unknowns += 1;
+                self.config.progress.unknown.fetch_add(1, Ordering::Relaxed);
                 let settle = match slot.op {
                     Op::Balance => {
                         self.set_outcome(slot.record, Outcome::Lost);
@@ -937,6 +1048,18 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+/// Waits until `until`, or until `stop` turns true if that comes first.
+async fn stopped_or(stop: &mut watch::Receiver<bool>, until: Instant) {
+    let told = tokio::select! {
+        () = tokio::time::sleep_until(until) => return,
+        told = stop.wait_for(|s| *s) => told.is_ok(),
+    };
+    if !told {
+        // Nobody can tell it to stop any more: only the time counts.
+        tokio::time::sleep_until(until).await;
     }
 }
 

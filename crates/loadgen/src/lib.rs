@@ -27,7 +27,9 @@ pub mod setup;
 pub mod stats;
 
 pub use audit::{AuditReport, audit};
-pub use driver::{LoadConfig, LoadError, Mix, Op, Outcome, Record, Report, TerminalLoad, run};
+pub use driver::{
+    LoadConfig, LoadError, Mix, Op, Outcome, Progress, Record, Report, TerminalLoad, run,
+};
 pub use message::{Card, Sealed, SimTerminal, open_response, tls_config};
 pub use setup::{Fleet, FleetSpec, enroll_fleet};
 pub use stats::{KindStats, Stats, Summary};

@@ -48,6 +48,8 @@ pub struct FleetSpec {
     pub daily_limit: u64,
     /// Whether the cards need a PIN (sent in field 52).
     pub with_pin: bool,
+    /// Each terminal's offline floor limit, minor units (0: never offline).
+    pub offline_floor: u64,
     /// ISO 4217 numeric currency.
     pub currency: u16,
     /// Host address written into the bundles.
@@ -68,6 +70,7 @@ impl FleetSpec {
             max_amount: 1_000_000,
             daily_limit: 1_000_000_000_000,
             with_pin: true,
+            offline_floor: 0,
             currency: 156,
             host,
         }
@@ -187,7 +190,7 @@ pub async fn enroll_fleet(data: &HostData, spec: &FleetSpec) -> Result<Fleet, Se
                     terminal_id: format!("{}{:06}", spec.terminal_prefix, i),
                     merchant_id: spec.merchant_id.clone(),
                     max_amount: spec.max_amount,
-                    offline_floor: 0,
+                    offline_floor: spec.offline_floor,
                     hosts: vec![spec.host.clone()],
                 },
             )

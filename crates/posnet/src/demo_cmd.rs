@@ -28,20 +28,17 @@
 //! `posnet terminal status` or `posnet merchant user list` reach the demo
 //! without options.
 
+use crate::children::{Daemon, Posnet, first_stopped, shell_word, stop_all};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use host::admin::{CardSpec, MerchantSpec, Seed};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsStr;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use terminal::card::CATALOG;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
 use zeroize::{Zeroize, Zeroizing};
 
 /// The demo's merchant (ISO 8583 field 42).
@@ -66,23 +63,11 @@ const BACK_OFFICE_PORT: u16 = 8600;
 /// The highest port above, which bounds the offset.
 const HIGHEST_PORT: u16 = BACK_OFFICE_PORT;
 
-/// How long a child may take to print its first line (a safety net: they
-/// take well under a second).
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a terminal may take to sign on with the host.
 const ONLINE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a child may take to stop on SIGTERM: a terminal lets a
-/// payment under way end, which may wait for its card (60 s) and the
-/// host's answer.
-const STOP_TIMEOUT: Duration = Duration::from_secs(90);
-/// Lines of a child's log shown when it fails.
-const LOG_TAIL_LINES: usize = 30;
 
 /// The demo's state file in the data directory.
 const STATE_FILE: &str = "demo.json";
-/// The master key `posnet ca init` generates beside the deployment when
-/// none is configured.
-const MASTER_KEY: &str = "deployment/master.key";
 const WEBHOOK_SECRET_FILE: &str = "webhook.secret";
 const API_KEY_FILE: &str = "api.key";
 const TRANSPORT_KEY_FILE: &str = "enrollment/ktk.hex";
@@ -325,257 +310,6 @@ impl Ports {
     }
 }
 
-/// Runs posnet commands as the demo's children: in the data directory,
-/// without the caller's `POSNET_*` settings (a master key or data
-/// directory of another deployment must not leak in), except `POSNET_LOG`.
-struct Posnet {
-    exe: PathBuf,
-    root: PathBuf,
-}
-
-impl Posnet {
-    fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut c = Command::new(&self.exe);
-        for (name, _) in std::env::vars_os() {
-            let text = name.to_string_lossy();
-            if text.starts_with("POSNET_") && text != "POSNET_LOG" {
-                c.env_remove(&name);
-            }
-        }
-        // Once `ca init` has made the master key, every command takes it
-        // from here (without the fallback's warning in every log).
-        let master_key = self.root.join(MASTER_KEY);
-        if master_key.exists() {
-            c.env("POSNET_MASTER_KEY_FILE", master_key);
-        }
-        c.args(args)
-            .current_dir(&self.root)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        c
-    }
-
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.root.join("logs").join(name)
-    }
-
-    /// Runs a command to its end and returns its standard output. Its
-    /// standard error goes to `logs/setup.log` after the command line
-    /// (which carries no secret: those go through the environment and
-    /// standard input); its output, which may, does not.
-    async fn run(
-        &self,
-        args: &[&str],
-        env: &[(&str, &str)],
-        input: Option<&str>,
-    ) -> Result<String> {
-        let mut command = self.command(args);
-        command
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if input.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", self.exe.display()))?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(text.as_bytes()).await?;
-            stdin.write_all(b"\n").await?;
-        }
-        let out = child.wait_with_output().await?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let log = self.log_path("setup.log");
-        let mut file = append(&log)?;
-        writeln!(file, "$ posnet {}\n{stderr}", command_line(args))
-            .with_context(|| format!("writing {}", log.display()))?;
-        if !out.status.success() {
-            bail!(
-                "`posnet {}` failed ({}): {}",
-                command_line(args),
-                out.status,
-                stderr.trim()
-            );
-        }
-        String::from_utf8(out.stdout).context("the command's output is not UTF-8")
-    }
-
-    /// Starts a long-running command (its own process group; standard
-    /// error, then the rest of its output, to `logs/<log>`) and waits for
-    /// its first line, which says it is ready.
-    async fn start(
-        &self,
-        name: String,
-        log: &str,
-        args: &[String],
-        order: u8,
-    ) -> Result<(Daemon, serde_json::Value)> {
-        let log = self.log_path(log);
-        let mut file = append(&log)?;
-        let log_start = file.metadata()?.len();
-        writeln!(
-            file,
-            "--- posnet {} (started by posnet demo)",
-            command_line(args)
-        )?;
-        let mut child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let mut stdout = BufReader::new(child.stdout.take().context("the child's output")?);
-        let mut daemon = Daemon {
-            name,
-            log,
-            log_start,
-            child,
-            order,
-        };
-        let mut line = String::new();
-        let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
-        let first: Option<serde_json::Value> = match read {
-            Ok(Ok(n)) if n > 0 => serde_json::from_str(&line).ok(),
-            _ => None,
-        };
-        let Some(first) = first else {
-            let failure = match read {
-                Err(_) => format!(
-                    "did not say it was ready within {} s",
-                    READY_TIMEOUT.as_secs()
-                ),
-                Ok(_) => match daemon.child.try_wait() {
-                    Ok(Some(status)) => format!("stopped at start ({status})"),
-                    _ => format!("printed {line:?} instead of its first JSON line"),
-                },
-            };
-            let _ = daemon.stop().await;
-            bail!(daemon.failure(&failure));
-        };
-        let rest = daemon.log.clone();
-        tokio::spawn(async move {
-            if let Ok(file) = tokio::fs::OpenOptions::new().append(true).open(&rest).await {
-                let mut file = tokio::io::BufWriter::new(file);
-                let _ = tokio::io::copy(&mut stdout, &mut file).await;
-                let _ = file.flush().await;
-            }
-        });
-        Ok((daemon, first))
-    }
-}
-
-/// `args` as a shell line.
-fn command_line<S: AsRef<str>>(args: &[S]) -> String {
-    let words: Vec<String> = args.iter().map(|a| shell_word(a.as_ref())).collect();
-    words.join(" ")
-}
-
-/// Opens a log file for appending (owner-only, as everything of the demo).
-fn append(path: &Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
-}
-
-/// A long-running child: host, back office or terminal.
-struct Daemon {
-    name: String,
-    log: PathBuf,
-    /// Where this run's part of the log begins.
-    log_start: u64,
-    child: Child,
-    /// When it stops: terminals (0) before the host (1) before the back
-    /// office (2).
-    order: u8,
-}
-
-impl Daemon {
-    /// `what` happened to it, with the end of its log of this run.
-    fn failure(&self, what: &str) -> String {
-        let bytes = std::fs::read(&self.log).unwrap_or_default();
-        let start = usize::try_from(self.log_start)
-            .unwrap_or(0)
-            .min(bytes.len());
-        let text = String::from_utf8_lossy(&bytes[start..]);
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
-        format!(
-            "{} {what}; the end of {}:\n{tail}",
-            self.name,
-            self.log.display()
-        )
-    }
-
-    /// Asks it to stop (SIGTERM), unless it has already.
-    fn terminate(&mut self) {
-        if let Ok(None) = self.child.try_wait()
-            && let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok())
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-
-    /// Waits for it to stop after [`Daemon::terminate`] (SIGKILL after
-    /// [`STOP_TIMEOUT`]). Returns how it ended, or why that is unknown.
-    async fn stopped(&mut self) -> std::result::Result<ExitStatus, String> {
-        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
-            Ok(Ok(status)) => Ok(status),
-            Ok(Err(e)) => Err(format!("cannot wait for it: {e}")),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                Err(format!(
-                    "did not stop within {} s of SIGTERM and was killed",
-                    STOP_TIMEOUT.as_secs()
-                ))
-            }
-        }
-    }
-
-    /// [`Daemon::terminate`], then [`Daemon::stopped`].
-    async fn stop(&mut self) -> std::result::Result<ExitStatus, String> {
-        self.terminate();
-        self.stopped().await
-    }
-}
-
-/// The first child that has stopped, if any.
-fn first_stopped(daemons: &mut [Daemon]) -> Option<usize> {
-    daemons
-        .iter_mut()
-        .position(|d| matches!(d.child.try_wait(), Ok(Some(_))))
-}
-
-/// Stops every child, in order; the failures, if any, in one message.
-async fn stop_all(daemons: &mut [Daemon]) -> Result<()> {
-    daemons.sort_by_key(|d| d.order);
-    let mut failures = Vec::new();
-    for group in daemons.chunk_by_mut(|a, b| a.order == b.order) {
-        // Every child of the group is asked first, so that both terminals
-        // wind down at once.
-        group.iter_mut().for_each(Daemon::terminate);
-        for daemon in group {
-            match daemon.stopped().await {
-                Ok(status) if status.success() => {}
-                Ok(status) => failures.push(daemon.failure(&format!("stopped with {status}"))),
-                Err(e) => failures.push(daemon.failure(&e)),
-            }
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        bail!(failures.join("\n\n"))
-    }
-}
-
 /// Resolves on Ctrl-C, SIGTERM or SIGHUP (the demo's window closed).
 async fn stop_signal() {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -711,6 +445,21 @@ async fn demo(args: DemoArgs) -> Result<()> {
 }
 
 /// Fails with what to do when a port the demo needs is taken.
+/// A `--port-offset` under which every port of a demo is free right now
+/// (for a second demo beside a first, as `posnet bench e2e` starts one).
+pub fn free_port_offset() -> Result<u16> {
+    // Bounded: a busy machine gets a clear error, not an endless search.
+    for _ in 0..200 {
+        let ports = Ports {
+            offset: fastrand::u16(1_000..=u16::MAX - HIGHEST_PORT),
+        };
+        if check_ports(&ports).is_ok() {
+            return Ok(ports.offset);
+        }
+    }
+    bail!("found no port offset under which every port of a demo is free")
+}
+
 fn check_ports(ports: &Ports) -> Result<()> {
     for (port, what) in ports.all() {
         if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
@@ -1192,19 +941,6 @@ async fn app_url(fingerprint: &str, port: u16) -> Option<String> {
     let url = format!("https://127.0.0.1:{port}/app/");
     let response = client.get(&url).send().await.ok()?;
     response.status().is_success().then_some(url)
-}
-
-/// A path or word as a shell takes it.
-fn shell_word(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@".contains(&b))
-    {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
 }
 
 /// How to call this binary from the current directory.

@@ -1,6 +1,12 @@
 //! `posnet`: the one binary of the posnet payment system, with a subcommand
 //! for each component and for the engineer's everyday tools.
 
+#[cfg(unix)]
+mod bench_cmd;
+#[cfg(unix)]
+mod bench_offline;
+#[cfg(unix)]
+mod children;
 mod crypto_cmd;
 #[cfg(unix)]
 mod demo_cmd;
@@ -43,13 +49,22 @@ enum Command {
     /// The merchant's back office: web pages, the host's webhooks, backfill,
     /// reconciliation, users, audit log.
     Merchant(merchant_cmd::MerchantArgs),
+    /// Load runs against a payment host: durable authorizations per
+    /// second, latency, scaling with connections, the host's memory.
+    #[cfg(unix)]
+    Bench(bench_cmd::BenchArgs),
     /// Payment cryptography calculator: DUKPT, PIN blocks, MACs, TR-31, KCVs, nexo.
     Crypto(crypto_cmd::CryptoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A benchmark's own output is its result: only warnings besides.
+    #[cfg(unix)]
+    let quiet = matches!(cli.command, Command::Bench(_));
+    #[cfg(not(unix))]
+    let quiet = false;
+    init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Ca(args) => host_cmd::run_ca(args),
         Command::Host(args) => host_cmd::run_host(args),
@@ -60,6 +75,8 @@ fn main() -> ExitCode {
         Command::Phone(args) => phone_cmd::run(args),
         #[cfg(unix)]
         Command::Demo(args) => demo_cmd::run(args),
+        #[cfg(unix)]
+        Command::Bench(args) => bench_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,10 +96,10 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// Logs to stderr; `POSNET_LOG` (or `RUST_LOG`) sets the filter, `info` by default.
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = std::env::var("POSNET_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_string());
+        .unwrap_or_else(|_| default.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
