@@ -145,6 +145,9 @@ pub enum StoreError {
         /// Highest version this build can migrate to.
         known: u32,
     },
+    /// The store's checkpoint thread could not start.
+    #[error("starting the WAL checkpoint thread: {0}")]
+    Thread(std::io::Error),
     /// A migration set was registered twice or under the reserved name.
     #[error("migration component name {0:?} is reserved or duplicated")]
     BadComponent(String),

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use terminal::link::{Link, LinkError};
-use tokio::sync::{Barrier, watch};
+use tokio::sync::{Barrier, Semaphore, watch};
 use tokio::time::Instant;
 
 /// Most requests in flight on one connection (the link's own bound).
@@ -36,6 +36,11 @@ pub const MAX_IN_FLIGHT: usize = 16;
 /// Approved sales a terminal remembers as candidates for a refund or a
 /// reversal; older ones are forgotten.
 const RECENT_SALES: usize = 64;
+
+/// Terminals that open their first connection at the same time: a whole
+/// fleet handshaking at once overflows the host's accept queue and turns
+/// into failed attempts and retries instead of a faster start.
+const CONNECTING_AT_ONCE: usize = 256;
 
 /// Longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
@@ -470,6 +475,7 @@ pub async fn run(
     let n = terminals.len();
     let config = Arc::new(config.clone());
     let barrier = Arc::new(Barrier::new(n.max(1)));
+    let connecting = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
     let (_never, never_stop) = watch::channel(false);
     let stop = stop.unwrap_or(never_stop);
     let mut tasks = tokio::task::JoinSet::new();
@@ -487,7 +493,7 @@ pub async fn run(
         );
         worker.active = i < active;
         worker.interval = interval;
-        tasks.spawn(worker.run(barrier.clone()));
+        tasks.spawn(worker.run(barrier.clone(), connecting.clone()));
     }
     let mut report = Report {
         terminals: n,
@@ -639,8 +645,16 @@ impl Worker {
         }
     }
 
-    async fn run(mut self, barrier: Arc<Barrier>) -> Result<WorkerResult, LoadError> {
-        self.connect().await?;
+    async fn run(
+        mut self,
+        barrier: Arc<Barrier>,
+        connecting: Arc<Semaphore>,
+    ) -> Result<WorkerResult, LoadError> {
+        {
+            // The semaphore is never closed.
+            let _turn = connecting.acquire().await;
+            self.connect().await?;
+        }
         barrier.wait().await;
         let start = Instant::now();
         self.load_end = start + self.config.duration;
