@@ -1,7 +1,7 @@
 //! Pack and unpack of a typical `cup` 0200 sale (fields 2, 3, 4, 11, 14,
 //! 22, 25, 26, 35, 41, 42, 49, 52, 53, 55, 60, 64), the message every
-//! card payment sends. `scripts/bench-iso8583` runs this and times the
-//! same message (benches/cup_sale_0200.json) through pyiso8583.
+//! card payment sends (benches/cup_sale_0200.json). The comparison with
+//! other implementations is benches/side_by_side.rs (scripts/bench-iso8583).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
