@@ -9,7 +9,10 @@
 //! is paid by one payment of what is outstanding, or by one payment per
 //! split part; a payment in flight (or whose outcome is unknown) blocks
 //! every other payment of the same order, so nothing is paid twice.
-//! Counted stock is taken off when, and only when, the order becomes
+//! Counted stock is held for the order when its first payment starts
+//! ([`start_payment`], refused when another order holds or took what is
+//! left), released when that payment is declined or fails with nothing
+//! paid, and taken off for good when, and only when, the order becomes
 //! paid, in the transaction that marks it paid ([`record_outcome`]).
 
 use super::{SalesError, refused};
@@ -22,7 +25,8 @@ use serde_json::json;
 /// The shared tables: catalog, orders, lines, parts, payments.
 pub const MIGRATIONS: Migrations = Migrations {
     component: "orders",
-    steps: &[r#"
+    steps: &[
+        r#"
 -- What can be sold. `kind` says which scenario sells it. `code` is the SKU
 -- of a shop item, a short unique code otherwise. `stock` is counted for
 -- shop items only (NULL: not counted) and may go below zero when a paid
@@ -140,7 +144,22 @@ BEGIN
     WHERE host_transaction_id IS NULL
       AND id IN (SELECT payment_id FROM order_payment_matches WHERE transaction_id = NEW.id);
 END;
-"#],
+"#,
+        r#"
+-- Counted stock held for an order from the moment its first payment
+-- starts (catalog::hold_stock, in the immediate transaction that writes
+-- the payment): what is held is not available to another order. Released
+-- when that payment is declined or fails with nothing paid, taken off
+-- `catalog_items.stock` for good when the order is paid.
+CREATE TABLE stock_holds (
+    order_id INTEGER NOT NULL REFERENCES orders (id),
+    item_id  INTEGER NOT NULL REFERENCES catalog_items (id),
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    PRIMARY KEY (order_id, item_id)
+) STRICT;
+CREATE INDEX stock_holds_item ON stock_holds (item_id);
+"#,
+    ],
 };
 
 /// Which scenario an order or a catalog item belongs to.
@@ -803,10 +822,10 @@ pub fn add_item(
     if wanted > MAX_QUANTITY {
         return refused(format!("quantity: {MAX_QUANTITY} at most on a line"));
     }
-    if let Some(stock) = item.stock
-        && wanted > stock
+    if let Some(left) = super::catalog::available(conn, &item)?
+        && wanted > left
     {
-        return refused(format!("{}: only {} in stock", item.name, stock.max(0)));
+        return refused(format!("{}: only {left} in stock", item.name));
     }
     match existing {
         Some(line) => {
@@ -1107,6 +1126,10 @@ pub fn start_payment(
             (Some(part.id), part.amount)
         }
     };
+    // Stock is checked when a line is added, but two orders may both take
+    // the last unit: it is held here, in the immediate transaction that
+    // writes the payment, so of two orders racing for it one pays.
+    let held = super::catalog::hold_stock(conn, id)?;
     conn.execute(
         "INSERT INTO order_payments (order_id, part_id, amount, currency, terminal, status, started_by, started_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
@@ -1120,7 +1143,7 @@ pub fn start_payment(
         &format!("payment:{payment_id}"),
         None,
         Some(
-            json!({ "order": id, "part": part, "amount": amount, "currency": currency, "terminal": terminal }),
+            json!({ "order": id, "part": part, "amount": amount, "currency": currency, "terminal": terminal, "stock_held": held }),
         ),
         now,
     )?;
@@ -1218,6 +1241,22 @@ pub fn record_outcome(
         })),
         now,
     )?;
+    if matches!(status, PaymentStatus::Declined | PaymentStatus::Failed)
+        && existing(conn, payment.order_id)?.paid == 0
+    {
+        let released = super::catalog::release_stock(conn, payment.order_id)?;
+        if !released.is_empty() {
+            audit(
+                conn,
+                actor,
+                "order.stock_release",
+                &format!("order:{}", payment.order_id),
+                None,
+                Some(json!({ "payment": payment_id, "stock": released })),
+                now,
+            )?;
+        }
+    }
     if status == PaymentStatus::Approved {
         conn.execute(
             "UPDATE order_payments SET host_transaction_id =
