@@ -159,6 +159,24 @@ CREATE TABLE stock_holds (
 ) STRICT;
 CREATE INDEX stock_holds_item ON stock_holds (item_id);
 "#,
+        r#"
+-- Cashier devices (the terminal's phone app) allowed to use the back
+-- office's API (devices.rs): only the SHA-256 of a token is kept.
+CREATE TABLE devices (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,
+    created_by   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
+) STRICT;
+
+-- A payment taken by a device rather than by the back office: the device
+-- reports its outcome; an approval stays `unknown` (awaiting the host's
+-- confirmation) until the host's transaction is found (confirm_reported).
+ALTER TABLE order_payments ADD COLUMN device INTEGER REFERENCES devices (id);
+"#,
     ],
 };
 
@@ -454,6 +472,28 @@ pub struct Payment {
     pub started_at: i64,
     /// When its outcome was recorded.
     pub finished_at: Option<i64>,
+    /// The device that took it and reports its outcome (none: taken by
+    /// the back office itself).
+    pub device: Option<i64>,
+}
+
+impl Payment {
+    /// Reported approved by its device, and the host's transaction not
+    /// found yet.
+    pub fn awaiting_confirmation(&self) -> bool {
+        self.device.is_some()
+            && self.status == PaymentStatus::Unknown
+            && self.acquirer_terminal_id.is_some()
+    }
+
+    /// Its status as shown.
+    pub fn status_label(&self) -> &'static str {
+        if self.awaiting_confirmation() {
+            "awaiting confirmation"
+        } else {
+            self.status.name()
+        }
+    }
 }
 
 /// An order with everything shown on its page.
@@ -596,7 +636,7 @@ pub fn parts(conn: &Connection, id: i64) -> Result<Vec<Part>, SalesError> {
     Ok(parts)
 }
 
-const PAYMENT_COLUMNS: &str = "id, order_id, part_id, amount, currency, terminal, status, reason, service_id, poi_transaction_id, acquirer_terminal_id, batch, stan, rrn, approval_code, masked_pan, host_transaction_id, started_by, started_at, finished_at";
+const PAYMENT_COLUMNS: &str = "id, order_id, part_id, amount, currency, terminal, status, reason, service_id, poi_transaction_id, acquirer_terminal_id, batch, stan, rrn, approval_code, masked_pan, host_transaction_id, started_by, started_at, finished_at, device";
 
 fn read_payment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
     let status: String = r.get(6)?;
@@ -627,6 +667,7 @@ fn read_payment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
         started_by: r.get(17)?,
         started_at: r.get(18)?,
         finished_at: r.get(19)?,
+        device: r.get(20)?,
     })
 }
 
@@ -1268,6 +1309,158 @@ pub fn record_outcome(
     }
     self::payment(conn, payment_id)?
         .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))
+}
+
+/// The reference a device charges order `id` with (its `SaleReferenceID`).
+pub fn reference(id: i64) -> String {
+    format!("ORDER-{id}")
+}
+
+/// Records a payment of what is left of order `id`, about to be taken by
+/// device `device` on `terminal` (its POIID): as [`start_payment`], stock
+/// held and other payments of the order blocked until the device reports.
+pub fn start_device_payment(
+    conn: &Connection,
+    id: i64,
+    terminal: &str,
+    device: i64,
+    actor: &str,
+    now: i64,
+) -> Result<Started, SalesError> {
+    let started = start_payment(conn, id, None, terminal, actor, now)?;
+    conn.execute(
+        "UPDATE order_payments SET device = ?2 WHERE id = ?1",
+        params![started.payment_id, device],
+    )?;
+    Ok(started)
+}
+
+/// Records what device `device` reports of its payment `payment_id` of
+/// order `order_id`. The device's word is not proof of payment: a
+/// reported approval (which must name the terminal's transaction) is
+/// kept `unknown`, awaiting confirmation, until [`confirm_reported`]
+/// finds the host's transaction; a decline or failure is recorded as
+/// reported (it releases the stock held, nothing more).
+pub fn report_payment(
+    conn: &Connection,
+    order_id: i64,
+    payment_id: i64,
+    device: i64,
+    reported: &Outcome,
+    actor: &str,
+    now: i64,
+) -> Result<Payment, SalesError> {
+    let payment = payment(conn, payment_id)?
+        .filter(|p| p.order_id == order_id && p.device == Some(device))
+        .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id} of order {order_id}")))?;
+    if payment.awaiting_confirmation() {
+        // Reported before: look for the host's transaction again.
+        return confirm_reported(conn, payment_id, actor, now);
+    }
+    if !matches!(
+        payment.status,
+        PaymentStatus::Pending | PaymentStatus::Unknown
+    ) {
+        return refused(format!(
+            "payment {payment_id} is {} already",
+            payment.status.name()
+        ));
+    }
+    let mut outcome = reported.clone();
+    match outcome.status {
+        Some(PaymentStatus::Approved) => {
+            if outcome.acquirer_terminal_id.is_none()
+                || (outcome.batch.is_none() && outcome.rrn.is_none())
+            {
+                return refused(
+                    "an approval must name the terminal's transaction (AcquirerPOIID, POITransactionID or AcquirerTransactionID)",
+                );
+            }
+            outcome.status = Some(PaymentStatus::Unknown);
+            outcome.reason = Some(
+                "approved on the device; awaiting the host's transaction to confirm it".into(),
+            );
+        }
+        Some(PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Unknown) => {}
+        _ => return refused("the outcome must be approved, declined, failed or unknown"),
+    }
+    record_outcome(conn, payment_id, &outcome, actor, now)?;
+    confirm_reported(conn, payment_id, actor, now)
+}
+
+/// Confirms payment `payment_id`, reported approved by its device, when
+/// the host's record of it is here: an approved sale on the same
+/// terminal, of the same amount and currency, with the same batch and
+/// trace number (or RRN), paying no other payment. Then, and only then,
+/// the payment is approved and the order paid ([`record_outcome`]).
+/// Anything else is returned as it is.
+pub fn confirm_reported(
+    conn: &Connection,
+    payment_id: i64,
+    actor: &str,
+    now: i64,
+) -> Result<Payment, SalesError> {
+    let payment = payment(conn, payment_id)?
+        .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))?;
+    if !payment.awaiting_confirmation() {
+        return Ok(payment);
+    }
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT t.id FROM order_payments p
+             JOIN transactions t
+               ON t.terminal_id = p.terminal
+              AND t.terminal_id = p.acquirer_terminal_id
+              AND t.kind IN ('sale', 'offline_sale')
+              AND t.approved = 1 AND t.status = 'approved'
+              AND t.amount = p.amount AND t.currency = p.currency
+              AND ((t.batch = p.batch AND t.stan = p.stan) OR (p.rrn IS NOT NULL AND t.rrn = p.rrn))
+             WHERE p.id = ?1
+               AND NOT EXISTS (SELECT 1 FROM order_payments o WHERE o.host_transaction_id = t.id)
+             ORDER BY t.id LIMIT 1",
+            [payment_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(transaction) = found else {
+        return Ok(payment);
+    };
+    let outcome = Outcome {
+        status: Some(PaymentStatus::Approved),
+        reason: Some(format!(
+            "approved on the device; confirmed by the host's transaction {transaction}"
+        )),
+        service_id: payment.service_id.clone(),
+        poi_transaction_id: payment.poi_transaction_id.clone(),
+        acquirer_terminal_id: payment.acquirer_terminal_id.clone(),
+        batch: payment.batch,
+        stan: payment.stan,
+        rrn: payment.rrn.clone(),
+        approval_code: payment.approval_code.clone(),
+        masked_pan: payment.masked_pan.clone(),
+    };
+    record_outcome(conn, payment_id, &outcome, actor, now)?;
+    // Linked to the transaction that confirmed it (the link record_outcome
+    // makes matches on terminal and trace number only, not the amount).
+    conn.execute(
+        "UPDATE order_payments SET host_transaction_id = ?2 WHERE id = ?1",
+        params![payment_id, transaction],
+    )?;
+    self::payment(conn, payment_id)?
+        .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))
+}
+
+/// Device payments reported approved and not yet confirmed, oldest first.
+pub fn awaiting_confirmation(conn: &Connection) -> Result<Vec<i64>, SalesError> {
+    let mut stmt = conn.prepare(
+        "SELECT id FROM order_payments
+         WHERE device IS NOT NULL AND status = 'unknown' AND acquirer_terminal_id IS NOT NULL
+         ORDER BY id LIMIT 1000",
+    )?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 /// Adds an approved payment to its order (and part), closing the order

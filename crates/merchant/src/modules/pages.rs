@@ -3,6 +3,7 @@
 //! catalog, and the paired terminals.
 
 use super::catalog::{self, ItemChange, NewItem};
+use super::devices;
 use super::orders::{self, Detail, Kind, PaymentStatus, Status};
 use super::payments::Payments;
 use super::{Need, SalesError, may, need};
@@ -46,9 +47,12 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/catalog", get(catalog_page).post(catalog_add))
         .route("/catalog/{id}", get(item_page).post(item_update))
         .route("/terminals", get(terminals_page))
+        .route("/devices", get(devices_page).post(device_add))
+        .route("/devices/{id}/revoke", post(device_revoke))
         .layer(Extension(Arc::new(Payments::new(&data_dir))))
         .layer(DefaultBodyLimit::max(MAX_FORM))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(super::api::routes(state))
 }
 
 pub(super) fn path_id(p: Result<Path<i64>, PathRejection>) -> Result<i64, WebError> {
@@ -385,7 +389,7 @@ async fn order_page(
                             td.n { (money(p.amount, p.currency)) }
                             td.n { (p.part_id.and_then(|pid| d.parts.iter().find(|x| x.id == pid)).map(|x| x.number.to_string()).unwrap_or_default()) }
                             td { (p.terminal) }
-                            td { (p.status.name()) }
+                            td { (p.status_label()) }
                             td.reason { (p.reason.as_deref().unwrap_or("")) }
                             td { (p.poi_transaction_id.as_deref().unwrap_or("")) }
                             td { (p.approval_code.as_deref().unwrap_or("")) }
@@ -394,6 +398,10 @@ async fn order_page(
                             td {
                                 @if sell && matches!(p.status, PaymentStatus::Pending | PaymentStatus::Unknown) {
                                     @if payments.is_running(p.id) { "under way" }
+                                    @else if p.device.is_some() {
+                                        @if p.awaiting_confirmation() { (button(&authed, &format!("/payments/{}/check", p.id), "Check with the host")) }
+                                        @else { "on the device" }
+                                    }
                                     @else { (button(&authed, &format!("/payments/{}/check", p.id), "Ask the terminal")) }
                                 }
                             }
@@ -640,10 +648,145 @@ async fn check(
 ) -> Result<Response, WebError> {
     posted(&authed, Need::Sell, &form.csrf)?;
     let id = path_id(id)?;
-    let payment = payments
-        .check(&state.store, id, &authed.session.user.name)
-        .await?;
+    let actor = authed.session.user.name.clone();
+    let device = read(&state, move |c| {
+        Ok(orders::payment(c, id)?.and_then(|p| p.device))
+    })
+    .await?;
+    let payment = match device {
+        // A device's payment is not the back office's Sale system's: the
+        // host, not the terminal, says whether it was made.
+        Some(_) => {
+            super::payments::confirm_with_host(&state.store, state.host.as_deref(), id, &actor)
+                .await?
+        }
+        None => payments.check(&state.store, id, &actor).await?,
+    };
     Ok(to_order(payment.order_id))
+}
+
+// ---------------------------------------------------------------- devices
+
+async fn devices_page(State(state): Shared, authed: Authed) -> Result<Markup, WebError> {
+    need(&authed, Need::Manage)?;
+    let list = read(&state, devices::list).await?;
+    Ok(devices_frame(&state, &authed, &list, None))
+}
+
+/// The devices page; `added`: a device just registered, with its token and
+/// the links that hand it to the phone app (shown this once).
+fn devices_frame(
+    state: &AppState,
+    authed: &Authed,
+    list: &[devices::Device],
+    added: Option<Markup>,
+) -> Markup {
+    let body = html! {
+        @if let Some(added) = added { (added) }
+        p { "A cashier's phone running a terminal's app lists the open orders here and charges them on its terminal. Register each phone; its token is shown once. The back office marks an order paid only when the host's transaction confirms what the phone reports." }
+        @if state.app_origins.is_empty() {
+            p.error { "No app origin is configured: browsers cannot call the device API. Start the back office with " code { "--app-origin https://<terminal>:8443" } " for each terminal." }
+        } @else {
+            p { "App origins allowed: " @for (i, o) in state.app_origins.iter().enumerate() { @if i > 0 { ", " } code { (o) } } }
+        }
+        form.filters method="post" action="/devices" {
+            (csrf_field(authed))
+            label { "Name" input name="name" required maxlength=(super::MAX_TEXT) size="24" placeholder="counter phone"; }
+            button type="submit" { "Register a device" }
+        }
+        div.scroll { table {
+            thead { tr { th.n { "Id" } th { "Name" } th { "Registered (UTC)" } th { "By" } th { "Last used (UTC)" } th { "Status" } th {} } }
+            tbody {
+                @if list.is_empty() { tr { td colspan="7" { "No device is registered." } } }
+                @for d in list {
+                    tr {
+                        td.n { (d.id) }
+                        td { (d.name) }
+                        td { (time_text(d.created_at)) }
+                        td { (d.created_by) }
+                        td { (d.last_used_at.map(time_text).unwrap_or_default()) }
+                        td { @if let Some(r) = d.revoked_at { "revoked " (time_text(r)) } @else { "active" } }
+                        td { @if d.revoked_at.is_none() { (button(authed, &format!("/devices/{}/revoke", d.id), "Revoke")) } }
+                    }
+                }
+            }
+        } }
+    };
+    frame(state, authed, "Devices", body)
+}
+
+#[derive(Deserialize)]
+struct DeviceForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn device_add(
+    State(state): Shared,
+    authed: Authed,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<DeviceForm>,
+) -> Result<Markup, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let (device, token) = write(&state, &authed, move |tx, actor, now, _| {
+        devices::add(tx, &form.name, actor, now)
+    })
+    .await?;
+    // The address the owner reached the back office at is the one the
+    // phone is given.
+    let office = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
+        .map(|h| format!("http://{h}"));
+    let links: Vec<String> = match &office {
+        Some(office) => state
+            .app_origins
+            .iter()
+            .map(|o| format!("{o}/app/#office={office}&token={}", token.as_str()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let qr = links.first().and_then(|l| {
+        qrcode::QrCode::new(l.as_bytes()).ok().map(|c| {
+            c.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(200, 200)
+                .build()
+        })
+    });
+    let added = html! {
+        div.card {
+            h2 { "Device " (device.id) " registered: " (device.name) }
+            p { "Its token, shown this once (only its SHA-256 is kept):" }
+            p { code #device-token { (token.as_str()) } }
+            @if let Some(office) = &office { p { "Back office address for the app: " code #device-office { (office) } } }
+            @for link in &links { p { "Open on the phone: " a.device-link href=(link) { (link) } } }
+            // The QR code is SVG made here from the link, not text from the request.
+            @if let Some(svg) = qr { div.qr { (maud::PreEscaped(svg)) } }
+        }
+    };
+    let list = read(&state, devices::list).await?;
+    Ok(devices_frame(&state, &authed, &list, Some(added)))
+}
+
+async fn device_revoke(
+    State(state): Shared,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let id = path_id(id)?;
+    write(&state, &authed, move |tx, actor, now, _| {
+        devices::revoke(tx, id, actor, now)
+    })
+    .await?;
+    Ok(Redirect::to("/devices").into_response())
 }
 
 async fn terminals_page(
@@ -659,6 +802,9 @@ async fn terminals_page(
     let body = html! {
         @if let Some(error) = error { p.error { (error) } }
         p { "Orders are paid on these terminals. Pair one with " code { "posnet merchant terminal pair" } " and the code the terminal shows; " code { "posnet merchant terminal remove" } " forgets one." }
+        @if may(authed.session.user.role, Need::Manage) {
+            p { "Cashiers' phones running a terminal's app charge open orders themselves: " a href="/devices" { "Cashier devices" } "." }
+        }
         div.scroll { table {
             thead { tr { th { "Terminal (POIID)" } th { "Address" } th { "Certificate" } th { "Key" } th { "Paired" } } }
             tbody {

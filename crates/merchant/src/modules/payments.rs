@@ -18,6 +18,7 @@
 use super::SalesError;
 use super::orders::{self, Outcome, Payment, PaymentStatus, Started};
 use crate::audit::{self, Change};
+use crate::host_api::HostApi;
 use crate::store::{Store, StoreError, unix_now};
 use nexo::message::{ResponseBody, SaleToPoiResponse};
 use nexo::pairing::Pairing;
@@ -514,6 +515,37 @@ fn started_unix(stamp: &str) -> Option<i64> {
     time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(|t| t.unix_timestamp())
+}
+
+/// Confirms device payment `id`, reported approved, against the host: with
+/// the host's record of the transaction here already (its webhook), or,
+/// when not and the host's API is configured, after fetching what the
+/// host has since ([`crate::backfill::backfill`]). Stays awaiting
+/// confirmation when the host has no such transaction.
+pub async fn confirm_with_host(
+    store: &Arc<Store>,
+    host: Option<&HostApi>,
+    id: i64,
+    actor: &str,
+) -> Result<Payment, SalesError> {
+    let confirm = || {
+        let actor = actor.to_string();
+        store.call(move |s| s.write(|tx| orders::confirm_reported(tx, id, &actor, unix_now())))
+    };
+    let payment = confirm().await?;
+    match host {
+        Some(api) if payment.awaiting_confirmation() => {
+            if let Err(e) = crate::backfill::backfill(store, api, actor).await {
+                tracing::warn!(
+                    payment = id,
+                    "asking the host for the payment's transaction failed: {e}"
+                );
+                return Ok(payment);
+            }
+            confirm().await
+        }
+        _ => Ok(payment),
+    }
 }
 
 async fn record(

@@ -49,6 +49,9 @@ pub struct AppState {
     pub merchant_name: String,
     /// Component names of the modules served (their links in the header).
     pub modules: Vec<&'static str>,
+    /// Origins of the terminals' phone apps, the only browser origins the
+    /// device API answers (`https://127.0.0.1:8443`).
+    pub app_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for AppState {
