@@ -451,3 +451,186 @@ async fn a_payment_left_pending_by_a_stopped_back_office_is_settled_by_asking_th
     assert_eq!(office.order(sales[1]).order.status, Status::Paid);
     assert_eq!(office.stock("SKU-BAG"), 499);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_refunds_and_reverses_paid_orders_on_their_terminal_with_its_supervisor_code() {
+    use merchant::modules::refunds::Kind;
+    let office = Office::start().await;
+    let world = World::start(&office, Some("approved")).await;
+    let poi = world.pair(&office);
+    office.seed();
+    let cashier = office.session("carl", Role::Cashier);
+    let owner = office.session("olga", Role::Owner);
+    // The terminal accepts each step's code once, one step of drift at
+    // most: two codes per supervisor secret.
+    let uri = world.bed.ecr.ecr.set_supervisor().unwrap();
+    let supervisor = testbed::Supervisor::from_uri(&uri, TID);
+    // Two shop sales paid: a mug (35.00) and green tea (12.50).
+    let mut paid = Vec::new();
+    for barcode in ["6901234567908", "6901234567892"] {
+        let sale = order_id(
+            &office
+                .submit(&cashier, "/retail/sales", &[("barcode", barcode)])
+                .await,
+        );
+        pay(&office, &cashier, sale, None, &poi).await;
+        let d = office.order(sale);
+        assert_eq!(d.order.status, Status::Paid);
+        paid.push((sale, d.payments[0].id));
+    }
+    let [(mug, mug_payment), (tea, tea_payment)] = paid[..] else {
+        unreachable!()
+    };
+    let refunds = |order| {
+        office
+            .store()
+            .read(|c| Ok(merchant::modules::refunds::of_order(c, order)))
+            .unwrap()
+            .unwrap()
+    };
+    let refund_path = format!("/payments/{mug_payment}/refund");
+    let page = office.page(&owner, &format!("/orders/{mug}")).await;
+    assert!(page.contains(&refund_path), "owners see the form");
+    let page = office.page(&cashier, &format!("/orders/{mug}")).await;
+    assert!(!page.contains(&refund_path), "cashiers do not");
+    office
+        .refused(
+            &cashier,
+            &refund_path,
+            &[("kind", "refund"), ("supervisor_code", "123456")],
+            reqwest::StatusCode::FORBIDDEN,
+        )
+        .await;
+
+    // A wrong code: the terminal refuses, nothing goes to the host.
+    let now = testbed::Supervisor::from_uri(&uri, TID).code();
+    let wrong = if now == "000000" { "111111" } else { "000000" };
+    office
+        .submit(
+            &owner,
+            &refund_path,
+            &[
+                ("kind", "refund"),
+                ("amount", "10.00"),
+                ("supervisor_code", wrong),
+            ],
+        )
+        .await;
+    let r = &refunds(mug)[0];
+    assert_eq!((r.kind, r.status), (Kind::Refund, PaymentStatus::Declined));
+    assert!(
+        r.reason.as_deref().unwrap().contains("supervisor"),
+        "{:?}",
+        r.reason
+    );
+
+    // 10.00 back with the supervisor's code, then the 25.00 left.
+    for amount in ["10.00", ""] {
+        office
+            .submit(
+                &owner,
+                &refund_path,
+                &[
+                    ("kind", "refund"),
+                    ("amount", amount),
+                    ("supervisor_code", &supervisor.code()),
+                ],
+            )
+            .await;
+    }
+    let done: Vec<(PaymentStatus, i64)> = refunds(mug)
+        .iter()
+        .skip(1)
+        .map(|r| (r.status, r.amount))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            (PaymentStatus::Approved, 1_000),
+            (PaymentStatus::Approved, 2_500)
+        ],
+        "{:?}",
+        refunds(mug)
+    );
+    // Nothing is left to refund, and a refunded payment is not reversed.
+    for kind in ["refund", "reversal"] {
+        let refused = office
+            .refused(
+                &owner,
+                &refund_path,
+                &[("kind", kind), ("supervisor_code", "123456")],
+                reqwest::StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert!(
+            refused.contains("refunded in full") || refused.contains("partly refunded"),
+            "{refused}"
+        );
+    }
+
+    // The tea, paid today, is reversed whole (under a new secret).
+    let supervisor =
+        testbed::Supervisor::from_uri(&world.bed.ecr.ecr.set_supervisor().unwrap(), TID);
+    office
+        .submit(
+            &owner,
+            &format!("/payments/{tea_payment}/refund"),
+            &[
+                ("kind", "reversal"),
+                ("supervisor_code", &supervisor.code()),
+            ],
+        )
+        .await;
+    let r = &refunds(tea)[0];
+    assert_eq!(
+        (r.kind, r.status, r.amount),
+        (Kind::Reversal, PaymentStatus::Approved, 1_250),
+        "{:?}",
+        r.reason
+    );
+    let page = office.page(&owner, &format!("/orders/{tea}")).await;
+    assert!(
+        page.contains("Refunds and reversals") && page.contains("reversal"),
+        "{page}"
+    );
+
+    // The host has both refunds and the voided sale.
+    let conn = world.bed.host.data.reader().unwrap();
+    let mut stmt = conn
+        .prepare("SELECT kind, amount FROM journal WHERE kind != 'sale' ORDER BY id")
+        .unwrap();
+    let others: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        others
+            .iter()
+            .filter(|(k, _)| k == "refund")
+            .map(|(_, a)| *a)
+            .collect::<Vec<_>>(),
+        [1_000, 2_500],
+        "{others:?}"
+    );
+    assert_eq!(
+        others.iter().filter(|(k, _)| k != "refund").count(),
+        1,
+        "{others:?}"
+    );
+    for (action, n) in [
+        ("refund.start", 3),
+        ("refund.declined", 1),
+        ("refund.approved", 2),
+        ("reversal.start", 1),
+        ("reversal.approved", 1),
+    ] {
+        assert_eq!(
+            office.count(&format!(
+                "SELECT count(*) FROM audit_log WHERE action = '{action}' AND actor = 'olga'"
+            )),
+            n,
+            "{action}"
+        );
+    }
+}

@@ -20,6 +20,7 @@ pub mod devices;
 pub mod orders;
 mod pages;
 pub mod payments;
+pub mod refunds;
 pub mod restaurant;
 pub mod retail;
 pub mod seed;

@@ -177,6 +177,32 @@ CREATE TABLE devices (
 -- confirmation) until the host's transaction is found (confirm_reported).
 ALTER TABLE order_payments ADD COLUMN device INTEGER REFERENCES devices (id);
 "#,
+        r#"
+-- A refund (part or whole) or a same-day reversal of an approved payment,
+-- asked of the payment's terminal by an owner with the terminal's
+-- supervisor code (refunds.rs). Written before the terminal is asked
+-- (`pending`), finished with its outcome, as payments are.
+CREATE TABLE order_refunds (
+    id                 INTEGER PRIMARY KEY,
+    order_id           INTEGER NOT NULL REFERENCES orders (id),
+    payment_id         INTEGER NOT NULL REFERENCES order_payments (id),
+    kind               TEXT NOT NULL CHECK (kind IN ('refund', 'reversal')),
+    amount             INTEGER NOT NULL CHECK (amount > 0),
+    currency           INTEGER NOT NULL,
+    terminal           TEXT NOT NULL,
+    status             TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'declined', 'failed', 'unknown')),
+    reason             TEXT,
+    service_id         TEXT,
+    poi_transaction_id TEXT,
+    started_by         TEXT NOT NULL,
+    started_at         INTEGER NOT NULL,
+    finished_at        INTEGER
+) STRICT;
+CREATE INDEX order_refunds_order ON order_refunds (order_id, id);
+-- One refund or reversal of a payment in flight (or unknown) at most.
+CREATE UNIQUE INDEX order_refunds_in_flight ON order_refunds (payment_id)
+    WHERE status IN ('pending', 'unknown');
+"#,
     ],
 };
 

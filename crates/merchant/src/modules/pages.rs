@@ -6,6 +6,7 @@ use super::catalog::{self, ItemChange, NewItem};
 use super::devices;
 use super::orders::{self, Detail, Kind, PaymentStatus, Status};
 use super::payments::Payments;
+use super::refunds;
 use super::{Need, SalesError, may, need};
 use crate::reports::utc_date;
 use crate::store::unix_now;
@@ -44,6 +45,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/orders/{id}/split/clear", order_step(orders::clear_split))
         .route("/orders/{id}/pay", post(pay))
         .route("/payments/{id}/check", post(check))
+        .route("/payments/{id}/refund", post(refund))
         .route("/catalog", get(catalog_page).post(catalog_add))
         .route("/catalog/{id}", get(item_page).post(item_update))
         .route("/terminals", get(terminals_page))
@@ -265,7 +267,7 @@ async fn order_page(
     need(&authed, Need::View)?;
     let id = path_id(id)?;
     let today = utc_date(unix_now());
-    let (d, items, place) = read(&state, move |c| {
+    let (d, items, place, refunded) = read(&state, move |c| {
         let d =
             orders::detail(c, id)?.ok_or_else(|| SalesError::NotFound(format!("order {id}")))?;
         let items: Vec<catalog::Item> = catalog::list(c, Some(d.order.kind), true)?
@@ -273,7 +275,7 @@ async fn order_page(
             .filter(|i| i.valid_on.as_deref().is_none_or(|v| v >= today.as_str()))
             .collect();
         let place = context(c, id, d.order.kind)?;
-        Ok((d, items, place))
+        Ok((d, items, place, refunds::of_order(c, id)?))
     })
     .await?;
     let terminals = payments.terminals().await.unwrap_or_default();
@@ -409,6 +411,41 @@ async fn order_page(
                     }
                 }
             } }
+        }
+        @if !refunded.is_empty() {
+            h2 { "Refunds and reversals" }
+            div.scroll { table {
+                thead { tr { th { "Started (UTC)" } th { "Kind" } th.n { "Amount" } th { "Payment's terminal txn" } th { "Status" } th { "Reason" } th { "Terminal txn" } th { "By" } } }
+                tbody {
+                    @for r in &refunded {
+                        tr {
+                            td { (time_text(r.started_at)) }
+                            td { (r.kind.name()) }
+                            td.n { (money(r.amount, r.currency)) }
+                            td { (d.payments.iter().find(|p| p.id == r.payment_id).and_then(|p| p.poi_transaction_id.as_deref()).unwrap_or("")) }
+                            td { (r.status.name()) }
+                            td.reason { (r.reason.as_deref().unwrap_or("")) }
+                            td { (r.poi_transaction_id.as_deref().unwrap_or("")) }
+                            td { (r.started_by) }
+                        }
+                    }
+                }
+            } }
+        }
+        @if may(authed.session.user.role, Need::Manage) {
+            @for p in d.payments.iter().filter(|p| p.status == PaymentStatus::Approved && p.device.is_none()) {
+                h2 { "Refund payment " (p.poi_transaction_id.as_deref().unwrap_or("")) }
+                form.filters method="post" action=(format!("/payments/{}/refund", p.id)) {
+                    (csrf_field(&authed))
+                    label { "What" select name="kind" {
+                        option value="refund" { "Refund to the card" }
+                        option value="reversal" { "Reverse (same day, whole payment)" }
+                    } }
+                    label { "Amount (refund; empty: all that is left)" input name="amount" inputmode="decimal" autocomplete="off" size="10"; }
+                    label { "Terminal's supervisor code" input name="supervisor_code" inputmode="numeric" autocomplete="one-time-code" maxlength="6" size="8" required; }
+                    button type="submit" { "Refund on " (p.terminal) }
+                }
+            }
         }
         @if sell && o.status == Status::Open && o.paid == 0 && !d.in_flight() {
             h2 { "Cancel" }
@@ -663,6 +700,52 @@ async fn check(
         None => payments.check(&state.store, id, &actor).await?,
     };
     Ok(to_order(payment.order_id))
+}
+
+#[derive(Deserialize)]
+struct RefundForm {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    supervisor_code: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A refund or reversal of payment `id`: owners only, with the terminal's
+/// supervisor code; answers once the terminal has.
+async fn refund(
+    State(state): Shared,
+    Extension(payments): Extension<Arc<Payments>>,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+    Form(form): Form<RefundForm>,
+) -> Result<Response, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let id = path_id(id)?;
+    let kind = refunds::Kind::from_name(&form.kind)
+        .ok_or_else(|| WebError::BadRequest("what: refund or reversal".into()))?;
+    let payment = read(&state, move |c| {
+        orders::payment(c, id)?.ok_or_else(|| SalesError::NotFound(format!("payment {id}")))
+    })
+    .await?;
+    let amount = match form.amount.trim() {
+        "" => None,
+        text => Some(minor_units("amount", text, payment.currency)?),
+    };
+    let done = payments
+        .refund(
+            &state.store,
+            id,
+            kind,
+            amount,
+            &form.supervisor_code,
+            &authed.session.user.name,
+        )
+        .await?;
+    Ok(to_order(done.order_id))
 }
 
 // ---------------------------------------------------------------- devices

@@ -17,6 +17,7 @@
 
 use super::SalesError;
 use super::orders::{self, Outcome, Payment, PaymentStatus, Started};
+use super::refunds;
 use crate::audit::{self, Change};
 use crate::host_api::HostApi;
 use crate::store::{Store, StoreError, unix_now};
@@ -24,7 +25,7 @@ use nexo::message::{ResponseBody, SaleToPoiResponse};
 use nexo::pairing::Pairing;
 use nexo::wire::ErrorCondition;
 use phone::store::{Paired, PairingStore};
-use phone::{Money, Phone, PhoneError};
+use phone::{Money, Phone, PhoneError, SupervisorCode};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -356,6 +357,77 @@ impl Payments {
             ),
         }
         record(store, started.payment_id, outcome, actor).await
+    }
+
+    /// Asks the terminal of approved payment `payment_id` for a refund of
+    /// `amount` (all that is left when none) or a reversal, authorized by
+    /// the terminal's supervisor code `code`, and waits for its outcome.
+    /// It runs in a task of its own, as a payment does.
+    pub async fn refund(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        payment_id: i64,
+        kind: refunds::Kind,
+        amount: Option<i64>,
+        code: &str,
+        actor: &str,
+    ) -> Result<refunds::Refund, SalesError> {
+        let code =
+            SupervisorCode::new(code.trim()).map_err(|e| SalesError::Refused(e.to_string()))?;
+        let who = actor.to_string();
+        let started = store
+            .call(move |s| {
+                s.write(|tx| refunds::start(tx, payment_id, kind, amount, &who, unix_now()))
+            })
+            .await?;
+        let (payments, store, actor) = (self.clone(), store.clone(), actor.to_string());
+        tokio::spawn(async move { payments.run_refund(&store, started, code, &actor).await })
+            .await
+            .map_err(|_| SalesError::Store(StoreError::Stopped))?
+    }
+
+    async fn run_refund(
+        &self,
+        store: &Arc<Store>,
+        started: refunds::Started,
+        code: SupervisorCode,
+        actor: &str,
+    ) -> Result<refunds::Refund, SalesError> {
+        let lock = self.lock(&started.terminal);
+        let _turn = lock.lock().await;
+        let answer = async {
+            let mut phone = self.phone(&started.terminal).await?;
+            let mut progress = |event| tracing::debug!(?event, "refund progress");
+            match started.kind {
+                refunds::Kind::Refund => {
+                    let (currency, _) = terminal::receipt::currency_code(started.currency);
+                    let money = Money::from_minor(started.amount.unsigned_abs(), &currency)?;
+                    phone
+                        .refund(&money, &started.original, None, &code, &mut progress)
+                        .await
+                }
+                refunds::Kind::Reversal => {
+                    phone
+                        .reverse(&started.original, None, &code, &mut progress)
+                        .await
+                }
+            }
+        }
+        .await;
+        let outcome = match answer {
+            Ok(answer) => outcome_of(&answer),
+            Err(e) => outcome_of_error(&e),
+        };
+        tracing::info!(
+            refund = started.refund_id,
+            kind = started.kind.name(),
+            status = ?outcome.status,
+            "refund finished"
+        );
+        let (id, actor) = (started.refund_id, actor.to_string());
+        store
+            .call(move |s| s.write(|tx| refunds::record(tx, id, &outcome, &actor, unix_now())))
+            .await
     }
 
     async fn ask(&self, started: &Started) -> Result<phone::Outcome, PhoneError> {
