@@ -231,12 +231,18 @@ test("a table's order of two dishes, split equally, is paid part by part on the 
   for (const part of ["1", "2"]) {
     const form = office.locator(`form[action='/orders/${id}/pay']:has(input[name=part][value='${part}'])`);
     await form.locator("select[name=terminal]").selectOption("T0000002");
-    // The page answers once the payment has ended: the card is presented
-    // on the restaurant terminal meanwhile.
-    const paid = office.waitForResponse((r) => r.url().endsWith(`/orders/${id}/pay`));
-    await form.locator("button").click({ noWaitAfter: true });
+    // Pay answers at once with the payment's status page, which reloads
+    // itself (no script) and shows the terminal's display until the card
+    // is presented on the restaurant terminal.
+    await form.locator("button").click();
+    await office.waitForURL(/\/payments\/\d+$/);
+    await office.locator("#progress", { hasText: "Present card" }).waitFor();
+    assert.equal(await office.locator("meta[http-equiv=refresh]").getAttribute("content"), "1");
+    if (part === "1") await shot(office, "payment-under-way");
     await presentWhenAsked(ready.restaurant.screen, "approved");
-    await paid;
+    await office.locator("#payment-status", { hasText: "approved" }).waitFor();
+    assert.equal(await office.locator("meta[http-equiv=refresh]").count(), 0, "it stops reloading");
+    await office.click("text=Back to the order");
     await office.waitForURL(order);
     assert.match(await main(), new RegExp(`${part}\\s+32\\.00 CNY\\s+paid`));
   }

@@ -87,7 +87,16 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
-async fn pay(office: &Office, s: &Session, order: i64, part: Option<&str>, terminal: &str) {
+/// Pays order `order` (its part `part`) on `terminal` as the Pay button
+/// does, and follows the payment's status page until it has ended; the
+/// page's last text.
+async fn pay(
+    office: &Office,
+    s: &Session,
+    order: i64,
+    part: Option<&str>,
+    terminal: &str,
+) -> String {
     let mut form = vec![("terminal", terminal)];
     if let Some(part) = part {
         form.push(("part", part));
@@ -95,7 +104,26 @@ async fn pay(office: &Office, s: &Session, order: i64, part: Option<&str>, termi
     let to = office
         .submit(s, &format!("/orders/{order}/pay"), &form)
         .await;
-    assert_eq!(order_id(&to), order);
+    let ended = settled(office, s, &to).await;
+    assert!(ended.contains(&format!("/orders/{order}")), "{ended}");
+    ended
+}
+
+/// The status page at `location` (`/payments/<id>`) once the payment has
+/// ended: the page no longer reloads itself. Bounded by a safety net.
+async fn settled(office: &Office, s: &Session, location: &str) -> String {
+    assert!(location.starts_with("/payments/"), "{location}");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let page = office.page(s, location).await;
+            if !page.contains("http-equiv=\"refresh\"") {
+                return page;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the payment ends within 30 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,12 +365,19 @@ async fn a_lost_answer_is_learnt_from_the_terminal_and_the_card_charged_once() {
         )
         .form(&[("terminal", poi.as_str()), ("csrf", cashier.csrf.as_str())])
         .send();
-    let paying = tokio::spawn(paying);
-    display(&world, "Present card").await;
-    proxy.cut_next_answer();
-    world.bed.ecr.ecr.present_card("approved").unwrap();
-    let answered = paying.await.unwrap().unwrap();
+    let answered = paying.await.unwrap();
     assert_eq!(answered.status(), reqwest::StatusCode::SEE_OTHER);
+    let status = answered.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    display(&world, "Present card").await;
+    // The payment's request went on the newest connection (the progress
+    // WebSocket was opened before it): its answer is lost.
+    proxy.cut_next_answer_on_newest();
+    world.bed.ecr.ecr.present_card("approved").unwrap();
+    let ended = settled(&office, &cashier, &status).await;
+    assert!(ended.contains("the answer was lost"), "{ended}");
 
     let d = office.order(sale);
     assert_eq!(d.order.status, Status::Paid);
@@ -633,4 +668,67 @@ async fn an_owner_refunds_and_reverses_paid_orders_on_their_terminal_with_its_su
             "{action}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_answers_at_once_and_its_status_page_follows_the_terminal_without_script() {
+    let office = Office::start().await;
+    // Cards are presented by hand here.
+    let world = World::start(&office, None).await;
+    let poi = world.pair(&office);
+    office.seed();
+    let cashier = office.session("carl", Role::Cashier);
+    let sale = order_id(
+        &office
+            .submit(&cashier, "/retail/sales", &[("barcode", "6901234567908")])
+            .await,
+    );
+    // The form's answer comes before any card: a redirect to the status page.
+    let status = office
+        .submit(
+            &cashier,
+            &format!("/orders/{sale}/pay"),
+            &[("terminal", &poi)],
+        )
+        .await;
+    let payment = office.order(sale).payments[0].id;
+    assert_eq!(status, format!("/payments/{payment}"));
+    display(&world, "Present card").await;
+    // While the terminal waits for the card, the page reloads itself every
+    // second and shows what the terminal shows.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let page = office.page(&cashier, &status).await;
+            assert!(
+                page.contains("<meta http-equiv=\"refresh\" content=\"1\">"),
+                "{page}"
+            );
+            assert!(page.contains("under way"), "{page}");
+            if page.contains("Present card") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the terminal's progress on the status page");
+    let order_page = office.page(&cashier, &format!("/orders/{sale}")).await;
+    assert!(
+        order_page.contains(&format!("href=\"/payments/{payment}\"")),
+        "{order_page}"
+    );
+    world.bed.ecr.ecr.present_card("approved").unwrap();
+    // Then the outcome, and the page stops reloading.
+    let ended = settled(&office, &cashier, &status).await;
+    assert!(ended.contains("approved"), "{ended}");
+    assert!(ended.contains("620000"), "the masked card: {ended}");
+    assert!(!ended.contains("Present card"), "{ended}");
+    assert_eq!(office.order(sale).order.status, Status::Paid);
+    // The page's policy still forbids every script.
+    let response = office.get(&cashier, &status).await;
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(!csp.contains("script-src"), "{csp}");
 }

@@ -10,7 +10,9 @@ use super::refunds;
 use super::{Need, SalesError, may, need};
 use crate::reports::utc_date;
 use crate::store::unix_now;
-use crate::web::{AppState, Authed, WebError, check_csrf, frame, money, parse_amount, time_text};
+use crate::web::{
+    AppState, Authed, WebError, check_csrf, frame, money, parse_amount, refreshing_frame, time_text,
+};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -44,6 +46,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/orders/{id}/split", get(split_page).post(split_submit))
         .route("/orders/{id}/split/clear", order_step(orders::clear_split))
         .route("/orders/{id}/pay", post(pay))
+        .route("/payments/{id}", get(payment_page))
         .route("/payments/{id}/check", post(check))
         .route("/payments/{id}/refund", post(refund))
         .route("/catalog", get(catalog_page).post(catalog_add))
@@ -399,7 +402,7 @@ async fn order_page(
                             td { @if let Some(t) = p.host_transaction_id { a href=(format!("/transactions/{t}")) { "recorded" } } @else if p.status == PaymentStatus::Approved { "not yet" } }
                             td {
                                 @if sell && matches!(p.status, PaymentStatus::Pending | PaymentStatus::Unknown) {
-                                    @if payments.is_running(p.id) { "under way" }
+                                    @if payments.is_running(p.id) { a href=(format!("/payments/{}", p.id)) { "under way" } }
                                     @else if p.device.is_some() {
                                         @if p.awaiting_confirmation() { (button(&authed, &format!("/payments/{}/check", p.id), "Check with the host")) }
                                         @else { "on the device" }
@@ -664,8 +667,8 @@ async fn pay(
 ) -> Result<Response, WebError> {
     posted(&authed, Need::Sell, &form.csrf)?;
     let id = path_id(id)?;
-    payments
-        .pay(
+    let started = payments
+        .start(
             &state.store,
             id,
             form.part,
@@ -673,7 +676,51 @@ async fn pay(
             &authed.session.user.name,
         )
         .await?;
-    Ok(to_order(id))
+    Ok(Redirect::to(&format!("/payments/{}", started.payment_id)).into_response())
+}
+
+/// A payment's status: while it runs, the terminal's progress on a page
+/// that reloads itself every second; then its outcome.
+async fn payment_page(
+    State(state): Shared,
+    Extension(payments): Extension<Arc<Payments>>,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Markup, WebError> {
+    need(&authed, Need::View)?;
+    let id = path_id(id)?;
+    let p = read(&state, move |c| {
+        orders::payment(c, id)?.ok_or_else(|| SalesError::NotFound(format!("payment {id}")))
+    })
+    .await?;
+    let running = payments.is_running(id);
+    let progress = payments.progress(id);
+    let body = html! {
+        div.cards {
+            div.card { "Amount" b { (money(p.amount, p.currency)) } }
+            div.card { "Terminal" b { (p.terminal) } }
+            div.card { "Status" b #payment-status { @if running { "under way" } @else { (p.status_label()) } } }
+        }
+        @if running {
+            h2 { "On the terminal" }
+            ul #progress { @for line in &progress { li { (line) } } }
+            p { "This page follows the payment by itself; the payment goes on if it is closed." }
+        } @else {
+            @if let Some(reason) = &p.reason { p #payment-reason { (reason) } }
+            @if p.status == PaymentStatus::Approved {
+                p { "Terminal transaction " (p.poi_transaction_id.as_deref().unwrap_or("")) " · approval " (p.approval_code.as_deref().unwrap_or("")) " · " (p.masked_pan.as_deref().unwrap_or("")) }
+            }
+        }
+        p { a href=(format!("/orders/{}", p.order_id)) { "Back to the order" } }
+    };
+    let title = format!("Payment {id} of order {}", p.order_id);
+    Ok(refreshing_frame(
+        &state,
+        &authed,
+        &title,
+        body,
+        running.then_some(1),
+    ))
 }
 
 async fn check(

@@ -14,6 +14,9 @@
 //! and blocks the order's other payments until [`Payments::check`] learns
 //! its outcome. Payments run in tasks of their own, so a browser that goes
 //! away does not cut a payment short; at most one runs per terminal.
+//! [`Payments::start`] returns as soon as the payment is written; the
+//! terminal's progress (its display and event notifications) is kept
+//! while it runs ([`Payments::progress`]) for the payment's status page.
 
 use super::SalesError;
 use super::orders::{self, Outcome, Payment, PaymentStatus, Started};
@@ -25,9 +28,9 @@ use nexo::message::{ResponseBody, SaleToPoiResponse};
 use nexo::pairing::Pairing;
 use nexo::wire::ErrorCondition;
 use phone::store::{Paired, PairingStore};
-use phone::{Money, Phone, PhoneError, SupervisorCode};
+use phone::{Event, Money, Phone, PhoneError, SupervisorCode};
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use terminal::ecr::protocol::PoiTransactionId;
@@ -38,6 +41,10 @@ pub const TERMINALS_DIR: &str = "terminals";
 
 /// Payment history records searched for a payment cut short by a restart.
 const HISTORY_SEARCH: u32 = 500;
+
+/// Progress lines kept per running payment (the newest): a terminal's
+/// screen shows a few; older ones are of no use to the cashier.
+const PROGRESS_LINES: usize = 8;
 
 /// The terminals directory of data directory `data_dir`.
 pub fn terminals_dir(data_dir: &Path) -> PathBuf {
@@ -219,6 +226,10 @@ pub struct Payments {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Ids of the payments running in this process.
     running: Mutex<HashSet<i64>>,
+    /// The terminal's latest progress lines of each running payment; an
+    /// entry goes when its payment ends, so the map stays as small as
+    /// the set of running payments.
+    progress: Mutex<HashMap<i64, VecDeque<String>>>,
 }
 
 /// Removes a payment from the running set when its task ends, however it
@@ -235,6 +246,27 @@ impl Drop for Running<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.id);
+        self.payments
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+/// What the cashier is shown of a phone library event.
+fn progress_line(event: &Event) -> String {
+    match event {
+        Event::Progress(text) => text.clone(),
+        Event::Retry {
+            attempt, reason, ..
+        } => format!("the terminal was not reached ({reason}); trying again (attempt {attempt})"),
+        Event::AnswerLost { reason } => {
+            format!("the terminal's answer was lost ({reason}); asking the terminal")
+        }
+        Event::Asking { attempt, .. } => {
+            format!("asking the terminal for the outcome (attempt {attempt})")
+        }
     }
 }
 
@@ -245,6 +277,7 @@ impl Payments {
             dir: terminals_dir(data_dir),
             locks: Mutex::new(HashMap::new()),
             running: Mutex::new(HashSet::new()),
+            progress: Mutex::new(HashMap::new()),
         }
     }
 
@@ -265,6 +298,17 @@ impl Payments {
             .contains(&id)
     }
 
+    /// The terminal's latest progress lines of running payment `id`,
+    /// oldest first (none once it has ended).
+    pub fn progress(&self, id: i64) -> Vec<String> {
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .map(|lines| lines.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn lock(&self, poi_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
@@ -277,8 +321,8 @@ impl Payments {
     fn options(&self, poi_id: &str) -> phone::Options {
         phone::Options {
             terminal: Some(poi_id.to_string()),
-            // The cashier sees the outcome, not the progress.
-            progress: false,
+            // Its status page shows the terminal's progress.
+            progress: true,
             ..phone::Options::new(self.dir.clone())
         }
     }
@@ -292,17 +336,17 @@ impl Payments {
     }
 
     /// Starts a payment of order `order_id` (its part numbered `part`)
-    /// on terminal `poi_id` and waits for its outcome. The payment runs
-    /// in a task of its own: it ends and is recorded even when the caller
-    /// goes away.
-    pub async fn pay(
+    /// on terminal `poi_id`: returns once it is written `pending`, and
+    /// asks the terminal in a task of its own, which records the outcome
+    /// whoever waits for it.
+    pub async fn start(
         self: &Arc<Self>,
         store: &Arc<Store>,
         order_id: i64,
         part: Option<i64>,
         poi_id: &str,
         actor: &str,
-    ) -> Result<Payment, SalesError> {
+    ) -> Result<Started, SalesError> {
         if !self.terminals().await?.iter().any(|t| t.poi_id == poi_id) {
             return Err(SalesError::Refused(format!(
                 "terminal {poi_id:?} is not paired with the back office"
@@ -318,10 +362,24 @@ impl Payments {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(started.payment_id);
-        let (payments, store, actor) = (self.clone(), store.clone(), actor.to_string());
-        tokio::spawn(async move { payments.run(&store, started, &actor).await })
-            .await
-            .map_err(|_| SalesError::Store(StoreError::Stopped))?
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                started.payment_id,
+                VecDeque::from(["sending to the terminal".to_string()]),
+            );
+        let (payments, store, actor, task) = (
+            self.clone(),
+            store.clone(),
+            actor.to_string(),
+            started.clone(),
+        );
+        // Its outcome is recorded (or the failure logged) by `run`.
+        tokio::spawn(async move {
+            let _ = payments.run(&store, task, &actor).await;
+        });
+        Ok(started)
     }
 
     /// Asks the terminal for payment `started` and records the outcome.
@@ -434,9 +492,17 @@ impl Payments {
         let (code, _) = terminal::receipt::currency_code(started.currency);
         let money = Money::from_minor(started.amount.unsigned_abs(), &code)?;
         let mut phone = self.phone(&started.terminal).await?;
+        let id = started.payment_id;
         phone
             .pay(&money, &mut |event| {
-                tracing::debug!(?event, "payment progress")
+                tracing::debug!(?event, "payment progress");
+                let mut progress = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(lines) = progress.get_mut(&id) {
+                    if lines.len() >= PROGRESS_LINES {
+                        lines.pop_front();
+                    }
+                    lines.push_back(progress_line(&event));
+                }
             })
             .await
     }

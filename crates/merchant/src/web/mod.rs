@@ -289,6 +289,19 @@ td.reason{white-space:normal;min-width:12rem}
 /// A page in the common frame: header with the merchant's name, the links
 /// the user's role may follow, and a logout form.
 pub fn frame(state: &AppState, authed: &Authed, title: &str, body: Markup) -> Markup {
+    refreshing_frame(state, authed, title, body, None)
+}
+
+/// [`frame`] for a page that reloads itself every `refresh` seconds when
+/// given (`<meta http-equiv="refresh">`: no script, which the policy
+/// forbids, is needed to follow something under way).
+pub fn refreshing_frame(
+    state: &AppState,
+    authed: &Authed,
+    title: &str,
+    body: Markup,
+    refresh: Option<u32>,
+) -> Markup {
     let role = authed.session.user.role;
     let links = [
         ("/", "Dashboard", Area::Dashboard),
@@ -302,6 +315,7 @@ pub fn frame(state: &AppState, authed: &Authed, title: &str, body: Markup) -> Ma
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
                 title { (title) " · " (state.merchant_name) }
                 style { (PreEscaped(CSS)) }
             }
