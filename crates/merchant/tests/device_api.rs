@@ -141,8 +141,10 @@ async fn a_device_charges_an_open_order_paid_only_when_the_host_confirms() {
     assert_eq!(answer["status"], "awaiting_confirmation");
     assert_eq!(office.order(order).order.status, Status::Open);
 
-    // The host's record of this payment: paid, stock taken, linked.
+    // The host's record of this payment: "Check with the host" finds it:
+    // paid, stock taken, linked.
     host_sale(&office, 3, 3_500, 7);
+    assert_eq!(office.order(order).order.status, Status::Open);
     let check = office
         .submit(&owner, &format!("/payments/{payment}/check"), &[])
         .await;
@@ -172,13 +174,35 @@ async fn a_device_charges_an_open_order_paid_only_when_the_host_confirms() {
         )
         .await;
     assert_eq!(answer["status"], "awaiting_confirmation");
+    assert_eq!(office.order(other).order.status, Status::Open);
+
+    // A webhook that comes after the report: the device's next list of
+    // open orders confirms the payment.
+    let third = sale(&office);
+    let (_, taken) = api
+        .post(
+            &format!("/api/v1/orders/{third}/payments"),
+            json!({ "terminal": "T0000001" }),
+        )
+        .await;
+    let (_, answer) = api
+        .post(
+            &format!("/api/v1/orders/{third}/payments/{}", taken["payment"]),
+            approval(10),
+        )
+        .await;
+    assert_eq!(answer["status"], "awaiting_confirmation");
+    host_sale(&office, 4, 3_500, 10);
+    assert_eq!(office.order(third).order.status, Status::Open);
+    api.get("/api/v1/open-orders").await;
+    assert_eq!(office.order(third).order.status, Status::Paid);
 
     // Every call is in the audit log under the device's name.
     let audited = office.count(&format!(
         "SELECT count(*) FROM audit_log WHERE actor = 'device:{}' AND action LIKE 'api.%'",
         device.id
     ));
-    assert_eq!(audited, 5);
+    assert_eq!(audited, 7);
 
     // A full card number is never taken.
     let mut leaky = approval(9);

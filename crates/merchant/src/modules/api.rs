@@ -250,6 +250,12 @@ async fn open_orders(
         .store
         .call(move |s| {
             s.write(|tx| -> Result<Vec<Listed>, SalesError> {
+                let now = unix_now();
+                // Reported payments whose host transaction came since (a
+                // webhook) are confirmed first: the devices ask often.
+                for payment in orders::awaiting_confirmation(tx)? {
+                    orders::confirm_reported(tx, payment, "system", now)?;
+                }
                 let mut listed = Vec::new();
                 for status in [Status::Open, Status::PartlyPaid] {
                     for order in orders::list(tx, Some(status), None, MAX_ORDERS)? {
@@ -289,7 +295,6 @@ async fn open_orders(
                     }
                 }
                 listed.sort_by_key(|l| std::cmp::Reverse(l.id));
-                let now = unix_now();
                 audit_call(
                     tx,
                     &device,
