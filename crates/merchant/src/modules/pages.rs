@@ -273,10 +273,13 @@ async fn order_page(
     let (d, items, place, refunded) = read(&state, move |c| {
         let d =
             orders::detail(c, id)?.ok_or_else(|| SalesError::NotFound(format!("order {id}")))?;
-        let items: Vec<catalog::Item> = catalog::list(c, Some(d.order.kind), true)?
+        // With what is left of each counted item: its stock less what is
+        // held for orders being paid.
+        let items = catalog::list(c, Some(d.order.kind), true)?
             .into_iter()
             .filter(|i| i.valid_on.as_deref().is_none_or(|v| v >= today.as_str()))
-            .collect();
+            .map(|i| Ok((catalog::available(c, &i)?, i)))
+            .collect::<Result<Vec<_>, SalesError>>()?;
         let place = context(c, id, d.order.kind)?;
         Ok((d, items, place, refunds::of_order(c, id)?))
     })
@@ -334,11 +337,11 @@ async fn order_page(
             form.filters method="post" action=(format!("/orders/{id}/lines")) {
                 (csrf_field(&authed))
                 label { "Item" select name="item" {
-                    @for i in &items {
+                    @for (left, i) in &items {
                         option value=(i.id) {
                             (i.name) " — " (money(i.price, i.currency))
                             @if let Some(v) = &i.valid_on { " — " (v) }
-                            @if let Some(s) = i.stock { " (" (s) " in stock)" }
+                            @if let Some(s) = left { " (" (s) " in stock)" }
                         }
                     }
                 } }
