@@ -668,6 +668,89 @@ async fn an_owner_refunds_and_reverses_paid_orders_on_their_terminal_with_its_su
             "{action}"
         );
     }
+
+    // A refund whose answer the back office lost: its Sale system sent it
+    // and the terminal made it, but it is recorded unknown. Ask the
+    // terminal learns it, without a second refund.
+    let bag = order_id(
+        &office
+            .submit(&cashier, "/retail/sales", &[("barcode", "6901234567922")])
+            .await,
+    );
+    pay(&office, &cashier, bag, None, &poi).await;
+    let bag_payment = office.order(bag).payments[0].clone();
+    let now = merchant::store::unix_now();
+    let started = office
+        .store()
+        .write(|tx| {
+            merchant::modules::refunds::start(tx, bag_payment.id, Kind::Refund, None, "olga", now)
+        })
+        .unwrap();
+    let supervisor =
+        testbed::Supervisor::from_uri(&world.bed.ecr.ecr.set_supervisor().unwrap(), TID);
+    let mut phone = phone::Phone::open(phone::Options {
+        terminal: Some(poi.clone()),
+        progress: false,
+        ..phone::Options::new(merchant::modules::payments::terminals_dir(
+            office.data_dir(),
+        ))
+    })
+    .unwrap();
+    let sent = phone
+        .refund(
+            &phone::Money::from_minor(50, "CNY").unwrap(),
+            bag_payment.poi_transaction_id.as_deref().unwrap(),
+            None,
+            &phone::SupervisorCode::new(&supervisor.code()).unwrap(),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(sent.succeeded(), "{}", sent.reason());
+    drop(phone);
+    office
+        .store()
+        .write(|tx| {
+            merchant::modules::refunds::record(
+                tx,
+                started.refund_id,
+                &merchant::modules::orders::Outcome {
+                    status: Some(PaymentStatus::Unknown),
+                    service_id: Some(sent.service_id.clone()),
+                    ..Default::default()
+                },
+                "olga",
+                now,
+            )
+        })
+        .unwrap();
+    let check = format!("/refunds/{}/check", started.refund_id);
+    let page = office.page(&owner, &format!("/orders/{bag}")).await;
+    assert!(page.contains(&check), "{page}");
+    office.submit(&owner, &check, &[]).await;
+    let r = &refunds(bag)[0];
+    assert_eq!(r.status, PaymentStatus::Approved, "{:?}", r.reason);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("learnt from the terminal"),
+        "{:?}",
+        r.reason
+    );
+    let refunded: i64 = world
+        .bed
+        .host
+        .data
+        .reader()
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM journal WHERE kind = 'refund' AND amount = 50",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refunded, 1, "refunded once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

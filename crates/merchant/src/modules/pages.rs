@@ -49,6 +49,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/payments/{id}", get(payment_page))
         .route("/payments/{id}/check", post(check))
         .route("/payments/{id}/refund", post(refund))
+        .route("/refunds/{id}/check", post(refund_check))
         .route("/catalog", get(catalog_page).post(catalog_add))
         .route("/catalog/{id}", get(item_page).post(item_update))
         .route("/terminals", get(terminals_page))
@@ -421,7 +422,7 @@ async fn order_page(
         @if !refunded.is_empty() {
             h2 { "Refunds and reversals" }
             div.scroll { table {
-                thead { tr { th { "Started (UTC)" } th { "Kind" } th.n { "Amount" } th { "Payment's terminal txn" } th { "Status" } th { "Reason" } th { "Terminal txn" } th { "By" } } }
+                thead { tr { th { "Started (UTC)" } th { "Kind" } th.n { "Amount" } th { "Payment's terminal txn" } th { "Status" } th { "Reason" } th { "Terminal txn" } th { "By" } th {} } }
                 tbody {
                     @for r in &refunded {
                         tr {
@@ -433,6 +434,11 @@ async fn order_page(
                             td.reason { (r.reason.as_deref().unwrap_or("")) }
                             td { (r.poi_transaction_id.as_deref().unwrap_or("")) }
                             td { (r.started_by) }
+                            td {
+                                @if r.status == PaymentStatus::Unknown && may(authed.session.user.role, Need::Manage) {
+                                    (button(&authed, &format!("/refunds/{}/check", r.id), "Ask the terminal"))
+                                }
+                            }
                         }
                     }
                 }
@@ -796,6 +802,21 @@ async fn refund(
         )
         .await?;
     Ok(to_order(done.order_id))
+}
+
+async fn refund_check(
+    State(state): Shared,
+    Extension(payments): Extension<Arc<Payments>>,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let id = path_id(id)?;
+    let refund = payments
+        .check_refund(&state.store, id, &authed.session.user.name)
+        .await?;
+    Ok(to_order(refund.order_id))
 }
 
 // ---------------------------------------------------------------- devices

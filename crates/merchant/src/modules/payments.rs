@@ -550,44 +550,91 @@ impl Payments {
                 }
             },
         };
-        let report = phone
-            .status(&service_id, &mut |event| {
-                tracing::debug!(?event, "status progress")
+        let outcome = asked(&mut phone, service_id, "payment").await;
+        record(store, id, outcome, actor).await
+    }
+
+    /// Learns what became of refund or reversal `id`, of unknown outcome,
+    /// by asking its terminal (`TransactionStatus`), as [`Payments::check`]
+    /// does for a payment.
+    pub async fn check_refund(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        id: i64,
+        actor: &str,
+    ) -> Result<refunds::Refund, SalesError> {
+        let read = || {
+            store.call(move |s| {
+                s.read(|c| Ok(refunds::refund(c, id)))?
+                    .and_then(|r| r.ok_or_else(|| SalesError::NotFound(format!("refund {id}"))))
             })
-            .await;
-        let outcome = match report {
-            Ok(report) => match report.repeated {
-                Some(response) if report.mismatches.is_empty() => {
-                    outcome_of(&answered(&service_id, response))
-                }
-                _ if report.status.response.error_condition == Some(ErrorCondition::NotFound) => {
-                    Outcome {
-                        status: Some(PaymentStatus::Failed),
-                        reason: Some(format!(
-                            "the terminal never received payment {service_id}: no money moved"
-                        )),
-                        service_id: Some(service_id),
-                        ..Outcome::default()
-                    }
-                }
-                _ => Outcome {
-                    status: Some(PaymentStatus::Unknown),
+        };
+        let terminal = read().await?.terminal;
+        // Under the terminal's turn: a refund still running has ended and
+        // been recorded by then.
+        let lock = self.lock(&terminal);
+        let _turn = lock.lock().await;
+        let refund = read().await?;
+        if refund.status != PaymentStatus::Unknown {
+            return Ok(refund);
+        }
+        let Some(service_id) = refund.service_id.clone() else {
+            return Err(SalesError::Refused(format!(
+                "refund {id} has no ServiceID: the terminal's journal (posnet terminal history) says whether it was made"
+            )));
+        };
+        let mut phone = self
+            .phone(&refund.terminal)
+            .await
+            .map_err(|e| SalesError::Refused(e.to_string()))?;
+        let outcome = asked(&mut phone, service_id, refund.kind.name()).await;
+        let actor = actor.to_string();
+        store
+            .call(move |s| s.write(|tx| refunds::record(tx, id, &outcome, &actor, unix_now())))
+            .await
+    }
+}
+
+/// What the terminal says of this Sale system's exchange `service_id`, a
+/// `what` (`TransactionStatus`): its answer repeated, "never received"
+/// (failed: nothing moved), or still unknown.
+async fn asked(phone: &mut Phone, service_id: String, what: &str) -> Outcome {
+    let report = phone
+        .status(&service_id, &mut |event| {
+            tracing::debug!(?event, "status progress")
+        })
+        .await;
+    match report {
+        Ok(report) => match report.repeated {
+            Some(response) if report.mismatches.is_empty() => {
+                outcome_of(&answered(&service_id, response))
+            }
+            _ if report.status.response.error_condition == Some(ErrorCondition::NotFound) => {
+                Outcome {
+                    status: Some(PaymentStatus::Failed),
                     reason: Some(format!(
-                        "the terminal does not know yet: {}",
-                        phone::explain::reason(&report.status.response)
+                        "the terminal never received {what} {service_id}: no money moved"
                     )),
                     service_id: Some(service_id),
                     ..Outcome::default()
-                },
-            },
-            Err(e) => Outcome {
+                }
+            }
+            _ => Outcome {
                 status: Some(PaymentStatus::Unknown),
-                reason: Some(format!("asking the terminal failed: {e}")),
+                reason: Some(format!(
+                    "the terminal does not know yet: {}",
+                    phone::explain::reason(&report.status.response)
+                )),
                 service_id: Some(service_id),
                 ..Outcome::default()
             },
-        };
-        record(store, id, outcome, actor).await
+        },
+        Err(e) => Outcome {
+            status: Some(PaymentStatus::Unknown),
+            reason: Some(format!("asking the terminal failed: {e}")),
+            service_id: Some(service_id),
+            ..Outcome::default()
+        },
     }
 }
 
