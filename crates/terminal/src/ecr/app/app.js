@@ -482,6 +482,38 @@ async function forgetOffice() {
   showOfficeForm();
 }
 
+/// Most reports kept for sending again: a phone charges a few orders
+/// while its back office is away, not hundreds.
+const MAX_UNSENT = 50;
+
+/// Keeps the report of payment `payment` of order `order` (outcome
+/// `outcome`) that the back office did not receive, to send it again.
+async function keepUnsent(order, payment, outcome) {
+  const unsent = ((await state.store.get("officeUnsent")) ?? []).slice(-(MAX_UNSENT - 1));
+  unsent.push({ url: state.office.url, order, payment, outcome });
+  await state.store.set("officeUnsent", unsent);
+}
+
+/// Sends the reports the back office did not receive again; those it
+/// answers (whatever it says) are done, the others kept.
+async function sendUnsent() {
+  const unsent = (await state.store.get("officeUnsent")) ?? [];
+  const kept = [];
+  for (const r of unsent) {
+    if (r.url !== state.office.url) {
+      kept.push(r);
+      continue;
+    }
+    try {
+      await report(state.office, r.order, r.payment, r.outcome);
+    } catch (e) {
+      if (!(e instanceof OfficeError) || e.status === 0 || e.status >= 500) kept.push(r);
+    }
+  }
+  await state.store.set("officeUnsent", kept);
+  return kept.filter((r) => r.url === state.office.url).length;
+}
+
 /// The back office's open orders, each with a button that charges it.
 async function showOrders() {
   if (!state.office) {
@@ -492,6 +524,8 @@ async function showOrders() {
   $("office-orders").hidden = false;
   $("office-line").textContent = `Back office ${state.office.url}`;
   $("orders-error").textContent = "";
+  const unsent = await sendUnsent();
+  if (unsent) $("orders-error").textContent = `${unsent} payment report(s) could not be sent to the back office yet; they are sent again each time this list is opened.`;
   const list = $("orders-list");
   list.replaceChildren(element("li", "Asking the back office…", "hint"));
   show("orders");
@@ -554,7 +588,11 @@ async function chargeOrder(o) {
     $("result-office").textContent = OFFICE_TEXT[answer.status] ?? `The back office says: ${answer.status}.`;
   } catch (e) {
     const why = e instanceof OfficeError ? e.message : String(e);
-    $("result-office").textContent = `The back office was not told (${why}): it keeps the order blocked; tell the owner.`;
+    const answered = e instanceof OfficeError && e.status > 0 && e.status < 500;
+    if (!answered) await keepUnsent(o.id, taken.payment, outcome);
+    $("result-office").textContent = answered
+      ? `The back office refused the report (${why}).`
+      : `The back office was not told (${why}): this phone tells it when the Orders list is opened next.`;
   }
 }
 
