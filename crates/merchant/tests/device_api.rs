@@ -2,14 +2,16 @@
 //! device lists the open orders and takes one; its report of an approval
 //! is not believed until the host's own record of that payment (same
 //! terminal, amount, batch and trace number, approved) is here; a forged
-//! or mismatched report leaves the order unpaid; a revoked or unknown
-//! token is refused; CORS answers the configured app origin only.
+//! or mismatched report leaves the order unpaid; a payment never reported
+//! is released by the owner only while the host has no sale it could be;
+//! a revoked or unknown token is refused; CORS answers the configured app
+//! origin only.
 
 mod modules_common;
 
 use merchant::modules::catalog;
 use merchant::modules::devices;
-use merchant::modules::orders::{self, Kind, Status};
+use merchant::modules::orders::{self, Kind, PaymentStatus, Status};
 use merchant::store::unix_now;
 use merchant::users::Role;
 use modules_common::{APP_ORIGIN, Office};
@@ -64,17 +66,24 @@ fn sale(office: &Office) -> i64 {
 /// The host's record of an approved sale on T0000001, as its webhook
 /// brings it.
 fn host_sale(office: &Office, id: i64, amount: i64, stan: i64) {
-    let body = json!({ "event_id": format!("evt-{id}"), "type": "transaction", "transaction": {
-        "id": id, "kind": "sale", "state": "approved", "approved": true, "response_code": "00",
+    host_event(office, id, "sale", amount, stan, None);
+}
+
+/// The host's record of transaction `id` of `kind` (`sale`, `reversal`
+/// of the sale whose RRN is `original`).
+fn host_event(office: &Office, id: i64, kind: &str, amount: i64, stan: i64, original: Option<i64>) {
+    let body = json!({ "event_id": format!("txn-{id}"), "type": "transaction", "transaction": {
+        "id": id, "kind": kind, "state": "approved", "approved": true, "response_code": "00",
         "amount": amount, "currency": 156, "merchant_id": "M00000000000001",
         "terminal_id": "T0000001", "stan": stan, "batch": 1, "rrn": format!("{id:012}"),
-        "auth_code": "123456", "masked_pan": "620000******0005", "original_rrn": null, "at": unix_now(),
+        "auth_code": "123456", "masked_pan": "620000******0005",
+        "original_rrn": original.map(|o| format!("{o:012}")), "at": unix_now(),
     }})
     .to_string();
     office
         .store()
         .write(|tx| {
-            merchant::events::record_event(tx, &format!("evt-{id}"), None, &body, unix_now())
+            merchant::events::record_event(tx, &format!("txn-{id}"), None, &body, unix_now())
         })
         .unwrap();
 }
@@ -228,7 +237,7 @@ async fn a_device_charges_an_open_order_paid_only_when_the_host_confirms() {
 }
 
 #[tokio::test]
-async fn a_declined_report_releases_the_order_and_cors_names_the_app_origin_only() {
+async fn a_declined_report_or_the_owner_releases_the_order_and_cors_names_the_app_origin_only() {
     let office = Office::start().await;
     office.seed();
     let (_, token) = office
@@ -254,6 +263,37 @@ async fn a_declined_report_releases_the_order_and_cors_names_the_app_origin_only
     assert_eq!(
         api.get("/api/v1/open-orders").await.1["orders"][0]["id"],
         order
+    );
+
+    // Taken and never reported (the phone was closed): the owner releases
+    // it, but only while the host has no unclaimed sale it could be.
+    let owner = office.session("olga", Role::Owner);
+    let (_, taken) = api.post(&path, json!({ "terminal": "T0000001" })).await;
+    let release = format!("/payments/{}/release", taken["payment"]);
+    assert_eq!(api.get("/api/v1/open-orders").await.1["orders"], json!([]));
+    host_sale(&office, 5, 3_500, 11);
+    let refused = office
+        .refused(&owner, &release, &[], StatusCode::BAD_REQUEST)
+        .await;
+    assert!(refused.contains("have the phone report it"), "{refused}");
+    // That sale reversed at the host: nothing the payment could be.
+    host_event(&office, 6, "reversal", 3_500, 12, Some(5));
+    office.submit(&owner, &release, &[]).await;
+    let released = office.order(order).payments.pop().unwrap();
+    assert_eq!(released.status, PaymentStatus::Failed);
+    assert!(
+        released
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("released by olga"),
+        "{:?}",
+        released.reason
+    );
+    assert_eq!(
+        api.get("/api/v1/open-orders").await.1["orders"][0]["id"],
+        order,
+        "payable again"
     );
 
     let preflight = |origin: &'static str| {

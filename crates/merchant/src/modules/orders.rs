@@ -1476,6 +1476,60 @@ pub fn confirm_reported(
         .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))
 }
 
+/// Releases device payment `payment_id` that its device never reported
+/// (or whose reported approval the host never confirmed): recorded failed,
+/// the order payable again, its stock released. Refused while the host has
+/// an approved sale on the payment's terminal of its amount and currency
+/// since it started that pays no payment: that may be this one, and the
+/// device should report it.
+pub fn release_device_payment(
+    conn: &Connection,
+    payment_id: i64,
+    actor: &str,
+    now: i64,
+) -> Result<Payment, SalesError> {
+    let payment = payment(conn, payment_id)?
+        .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))?;
+    if payment.device.is_none()
+        || !matches!(
+            payment.status,
+            PaymentStatus::Pending | PaymentStatus::Unknown
+        )
+    {
+        return refused(format!(
+            "payment {payment_id} is not a device's payment under way"
+        ));
+    }
+    let unclaimed: i64 = conn.query_row(
+        "SELECT count(*) FROM transactions t
+         WHERE t.terminal_id = ?1 AND t.kind IN ('sale', 'offline_sale')
+           AND t.approved = 1 AND t.status = 'approved'
+           AND t.amount = ?2 AND t.currency = ?3 AND t.at >= ?4
+           AND NOT EXISTS (SELECT 1 FROM order_payments o WHERE o.host_transaction_id = t.id)",
+        params![
+            payment.terminal,
+            payment.amount,
+            payment.currency,
+            payment.started_at
+        ],
+        |r| r.get(0),
+    )?;
+    if unclaimed > 0 {
+        return refused(format!(
+            "the host has {unclaimed} approved sale(s) of this amount on {} since this payment started that pay no order: have the phone report it, or check the host's transactions first",
+            payment.terminal
+        ));
+    }
+    let outcome = Outcome {
+        status: Some(PaymentStatus::Failed),
+        reason: Some(format!(
+            "released by {actor}: the device never reported it, and the host has no such sale"
+        )),
+        ..Outcome::default()
+    };
+    record_outcome(conn, payment_id, &outcome, actor, now)
+}
+
 /// Device payments reported approved and not yet confirmed, oldest first.
 pub fn awaiting_confirmation(conn: &Connection) -> Result<Vec<i64>, SalesError> {
     let mut stmt = conn.prepare(

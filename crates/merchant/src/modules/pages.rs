@@ -50,6 +50,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/payments/{id}/check", post(check))
         .route("/payments/{id}/refund", post(refund))
         .route("/refunds/{id}/check", post(refund_check))
+        .route("/payments/{id}/release", post(release))
         .route("/catalog", get(catalog_page).post(catalog_add))
         .route("/catalog/{id}", get(item_page).post(item_update))
         .route("/terminals", get(terminals_page))
@@ -410,6 +411,9 @@ async fn order_page(
                                     @else if p.device.is_some() {
                                         @if p.awaiting_confirmation() { (button(&authed, &format!("/payments/{}/check", p.id), "Check with the host")) }
                                         @else { "on the device" }
+                                        @if may(authed.session.user.role, Need::Manage) {
+                                            (button(&authed, &format!("/payments/{}/release", p.id), "Release"))
+                                        }
                                     }
                                     @else { (button(&authed, &format!("/payments/{}/check", p.id), "Ask the terminal")) }
                                 }
@@ -802,6 +806,23 @@ async fn refund(
         )
         .await?;
     Ok(to_order(done.order_id))
+}
+
+/// Releases a device's payment that was never reported or confirmed:
+/// owners only ([`orders::release_device_payment`]).
+async fn release(
+    State(state): Shared,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let id = path_id(id)?;
+    let payment = write(&state, &authed, move |tx, actor, now, _| {
+        orders::release_device_payment(tx, id, actor, now)
+    })
+    .await?;
+    Ok(to_order(payment.order_id))
 }
 
 async fn refund_check(
