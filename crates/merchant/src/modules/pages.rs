@@ -941,6 +941,7 @@ async fn device_add(
             p { code #device-token { (token.as_str()) } }
             @if let Some(office) = &office { p { "Back office address for the app: " code #device-office { (office) } } }
             @for link in &links { p { "Open on the phone: " a.device-link href=(link) { (link) } } }
+            @if !links.is_empty() { p { "The QR code opens the first link." } }
             // The QR code is SVG made here from the link, not text from the request.
             @if let Some(svg) = qr { div.qr { (maud::PreEscaped(svg)) } }
         }

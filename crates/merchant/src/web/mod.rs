@@ -284,6 +284,7 @@ svg{width:100%;height:auto;background:#fff;border-radius:6px}
 .pager{display:flex;gap:1rem;margin:.8rem 0}
 form.inline{display:inline-flex;flex-wrap:wrap;gap:.3rem;margin:0}
 td.reason{white-space:normal;min-width:12rem}
+.qr svg{width:16rem;max-width:100%}
 ";
 
 /// A page in the common frame: header with the merchant's name, the links
