@@ -3,7 +3,8 @@
 // message security against posnet's (`posnet crypto nexo`, $POSNET_BIN)
 // both ways, Latin-1 passphrases included; its reading of pairing codes;
 // and its reading of nexo answers against the nexo crate's fixtures (the
-// examples of docs/ecr-api.md).
+// examples of docs/ecr-api.md); its back office setting and the report of
+// an outcome it sends the back office.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -18,6 +19,7 @@ const app = path.join(here, "..", "..", "crates", "terminal", "src", "ecr", "app
 const { deriveKey, secure, open, NexoError } = await import(path.join(app, "nexo.js"));
 const { parseCode, fingerprintText, sameTerminal } = await import(path.join(app, "pairing.js"));
 const messages = await import(path.join(app, "messages.js"));
+const office = await import(path.join(app, "office.js"));
 
 const fixtures = path.join(here, "..", "..", "crates", "nexo", "tests", "fixtures");
 const fixture = (name) => JSON.parse(readFileSync(path.join(fixtures, name), "utf8"));
@@ -272,4 +274,32 @@ test("the terminal's words: reasons, progress, receipts, rejections", () => {
   });
   assert.equal(messages.rejection(fixture("requests/event.json")), null);
   assert.equal(messages.pairs("a=1&".repeat(100)).length, 32);
+});
+
+test("the back office setting, from a link or typed, and what the back office is told of an outcome", () => {
+  const token = "ab".repeat(32);
+  assert.deepEqual(office.parseOffice(" http://127.0.0.1:8600/ ", token.toUpperCase()), { url: "http://127.0.0.1:8600", token });
+  assert.deepEqual(office.officeFromHash(`#office=http://192.168.1.10:8600&token=${token}`), { url: "http://192.168.1.10:8600", token });
+  assert.equal(office.officeFromHash("#something=else"), null);
+  for (const [url, t] of [["http://127.0.0.1:8600/orders", token], ["ftp://127.0.0.1", token], ["not a url", token], ["http://127.0.0.1:8600", "ab"]]) {
+    assert.throws(() => office.parseOffice(url, t), office.OfficeError, `${url} ${t}`);
+  }
+
+  const approved = messages.paymentSummary(fixture("responses/payment.json").SaleToPOIResponse.PaymentResponse);
+  assert.deepEqual(office.reportOf({ summary: approved, serviceId: "0000000007", state: "answered" }), {
+    outcome: "approved",
+    reason: null,
+    service_id: "0000000007",
+    poi_transaction_id: approved.transactionId,
+    acquirer_terminal_id: "10000001",
+    rrn: "407309000123",
+    approval_code: "A1B2C3",
+    masked_pan: "627012******0018",
+  });
+  const declined = messages.paymentSummary(fixture("responses/payment-declined.json").SaleToPOIResponse.PaymentResponse);
+  const told = office.reportOf({ summary: declined, serviceId: "0000000008", state: "answered" });
+  assert.equal(told.outcome, "declined");
+  assert.equal(told.reason, "Refusal: insufficient funds (responseCode=51)");
+  assert.equal(office.reportOf({ state: "unknown", reason: "lost", serviceId: "0000000009" }).outcome, "unknown");
+  assert.equal(office.reportOf({ state: "failed", reason: "unreachable" }).outcome, "failed");
 });

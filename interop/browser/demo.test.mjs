@@ -9,7 +9,11 @@
 // restaurant terminal from the back office, which frees the table; a
 // declined card shows its reason in the phone app (on the restaurant
 // terminal, where cards are presented by hand); the host's merchant API
-// has every payment; Ctrl-C stops the demo cleanly. Screenshots of the
+// has every payment; the phone app lists the back office's open orders and
+// pays one, which the back office marks paid once the host confirms it
+// (the report sent again after the back office was out of reach; a forged
+// report does not pay, a revoked device is refused); Ctrl-C stops the demo
+// cleanly. Screenshots of the
 // back office are kept in the directory printed at the start.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -228,12 +232,18 @@ test("a table's order of two dishes, split equally, is paid part by part on the 
   for (const part of ["1", "2"]) {
     const form = office.locator(`form[action='/orders/${id}/pay']:has(input[name=part][value='${part}'])`);
     await form.locator("select[name=terminal]").selectOption("T0000002");
-    // The page answers once the payment has ended: the card is presented
-    // on the restaurant terminal meanwhile.
-    const paid = office.waitForResponse((r) => r.url().endsWith(`/orders/${id}/pay`));
-    await form.locator("button").click({ noWaitAfter: true });
+    // Pay answers at once with the payment's status page, which reloads
+    // itself (no script) and shows the terminal's display until the card
+    // is presented on the restaurant terminal.
+    await form.locator("button").click();
+    await office.waitForURL(/\/payments\/\d+$/);
+    await office.locator("#progress", { hasText: "Present card" }).waitFor();
+    assert.equal(await office.locator("meta[http-equiv=refresh]").getAttribute("content"), "1");
+    if (part === "1") await shot(office, "payment-under-way");
     await presentWhenAsked(ready.restaurant.screen, "approved");
-    await paid;
+    await office.locator("#payment-status", { hasText: "approved" }).waitFor();
+    assert.equal(await office.locator("meta[http-equiv=refresh]").count(), 0, "it stops reloading");
+    await office.click("text=Back to the order");
     await office.waitForURL(order);
     assert.match(await main(), new RegExp(`${part}\\s+32\\.00 CNY\\s+paid`));
   }
@@ -273,6 +283,95 @@ test("a declined card shows its reason in the phone app (restaurant terminal, ca
   await page.close();
 });
 
+test("the phone app lists the back office's open orders and pays one, which the back office marks paid once the host confirms it; a forged report and a revoked device are refused", async () => {
+  // The owner registers the phone as a cashier device; the page shows its
+  // token once, and a link to the retail counter's app carrying it.
+  await office.goto(`${ready.backOffice}/devices`);
+  await office.fill("input[name=name]", "counter phone");
+  await office.click("form[action='/devices'] button");
+  const token = (await office.locator("#device-token").innerText()).trim();
+  assert.match(token, /^[0-9a-f]{64}$/);
+  const appOrigin = new URL(ready.app).origin;
+  const link = await office.locator("a.device-link").first().getAttribute("href");
+  assert.equal(link, `${appOrigin}/app/#office=${ready.backOffice}&token=${token}`);
+  assert.equal(await office.locator(".qr svg").count(), 1);
+  await shot(office, "device-registered");
+  // A shop sale of a mug (35.00), left open.
+  await office.goto(`${ready.backOffice}/retail?barcode=6901234567908`);
+  await office.click("form[action='/retail/sales'] button");
+  await office.waitForURL(/\/orders\/\d+$/);
+  const order = /\/orders\/(\d+)$/.exec(office.url())[1];
+  assert.match(await main(), /To pay\s+35\.00 CNY/);
+
+  // The phone (paired with the retail counter earlier) opens the link.
+  const page = await phone.context.newPage();
+  const problems = [];
+  page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  await page.goto(link);
+  await page.locator("#view-pay").waitFor();
+  assert.equal(new URL(page.url()).hash, "", "the token leaves the address bar");
+  await page.click("#tabs button[data-view=orders]");
+  const item = page.locator(`#orders-list li[data-order='${order}']`);
+  await item.waitFor();
+  assert.match(await item.innerText(), new RegExp(`ORDER-${order} · 1 × Ceramic mug`));
+  await page.screenshot({ path: path.join(shots, "demo-phone-orders.png") });
+  // The counter presents the approved card by itself; the back office is
+  // out of reach when the phone reports: the order stays blocked there.
+  const reports = `${ready.backOffice}/api/v1/orders/${order}/payments/*`;
+  await page.route(reports, (route) => route.abort("connectionrefused"));
+  await item.locator("button").click();
+  await page.locator("#result-banner", { hasText: "APPROVED" }).waitFor();
+  assert.equal(await page.locator("#result-amount").innerText(), "CNY 35.00");
+  await page.locator("#result-office", { hasText: "was not told" }).waitFor();
+  await office.goto(`${ready.backOffice}/orders/${order}`);
+  assert.match(await main(), /Status\s+open/);
+  // Back in reach, the report is sent again when the list is opened.
+  await page.unroute(reports);
+  await page.click("#tabs button[data-view=orders]");
+  // (The list is asked for after the reports kept are sent.)
+  await page.locator("#orders-list li", { hasText: "No open orders." }).waitFor();
+  assert.equal(await page.locator("#orders-error").innerText(), "", "nothing is left unsent");
+  await page.screenshot({ path: path.join(shots, "demo-phone-order-paid.png") });
+  await office.goto(`${ready.backOffice}/orders/${order}`);
+  assert.match(await main(), /Status\s+paid/);
+  assert.match(await main(), /35\.00 CNY\s+T0000001\s+approved\s+approved on the device; confirmed by the host's transaction/);
+  await shot(office, "order-paid-by-phone");
+
+  // A report of a payment the host never saw leaves the order unpaid.
+  await office.goto(`${ready.backOffice}/retail?barcode=6901234567892`);
+  await office.click("form[action='/retail/sales'] button");
+  await office.waitForURL(/\/orders\/\d+$/);
+  const forged = /\/orders\/(\d+)$/.exec(office.url())[1];
+  const api = (method, p, body) =>
+    fetch(`${ready.backOffice}${p}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body && JSON.stringify(body),
+    });
+  const taken = await (await api("POST", `/api/v1/orders/${forged}/payments`, { terminal: "T0000001" })).json();
+  const answer = await (
+    await api("POST", `/api/v1/orders/${forged}/payments/${taken.payment}`, {
+      outcome: "approved", poi_transaction_id: "000001.999999", acquirer_terminal_id: "T0000001", approval_code: "000000",
+    })
+  ).json();
+  assert.equal(answer.status, "awaiting_confirmation");
+  assert.equal(answer.order_status, "open");
+  await office.reload();
+  assert.match(await main(), /Status\s+open/);
+  assert.match(await main(), /awaiting confirmation/);
+
+  // Revoked, the phone's token is refused.
+  await office.goto(`${ready.backOffice}/devices`);
+  await office.click("form[action$='/revoke'] button");
+  assert.match(await main(), /revoked/);
+  await page.click("#tabs button[data-view=orders]");
+  await page.locator("#orders-error", { hasText: "refused this phone's device token" }).waitFor();
+  assert.equal((await api("GET", "/api/v1/open-orders")).status, 401);
+  // Nothing was blocked by the app's policy or by CORS on the way.
+  assert.deepEqual(problems.filter((p) => /Content Security Policy|CORS|blocked/i.test(p)), []);
+  await page.close();
+});
+
 test("the host's merchant API has every payment, with the key the demo names", async () => {
   const key = readFileSync(path.resolve(dir, ready.apiKeyFile), "utf8").trim();
   const answer = await (await fetch(`${ready.api}/v1/transactions`, { headers: { authorization: `Bearer ${key}` } })).json();
@@ -282,6 +381,7 @@ test("the host's merchant API has every payment, with the key the demo names", a
   assert.deepEqual(summary, [
     "T0000001 sale approved 1250",
     "T0000001 sale approved 1250",
+    "T0000001 sale approved 3500",
     "T0000002 sale approved 3200",
     "T0000002 sale approved 3200",
     "T0000002 sale declined 1250",

@@ -57,6 +57,9 @@ pub struct Options {
     pub password_cost: PasswordCost,
     /// Modules served with the core pages.
     pub modules: Vec<Module>,
+    /// Origins of the terminals' phone apps allowed to call the device API
+    /// from a browser ([`crate::modules::api`]).
+    pub app_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Options {
@@ -67,6 +70,7 @@ impl std::fmt::Debug for Options {
             .field("host_api", &self.host_api)
             .field("merchant_name", &self.merchant_name)
             .field("modules", &self.modules)
+            .field("app_origins", &self.app_origins)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +160,7 @@ pub async fn start(options: Options) -> Result<Running, ServerError> {
             .iter()
             .map(|m| m.migrations.component)
             .collect(),
+        app_origins: options.app_origins,
     });
     let app = router(state, options.webhook_secret, &options.modules);
     let listener = tokio::net::TcpListener::bind(options.listen)

@@ -33,7 +33,8 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
-fn token_hash(token: &str) -> String {
+/// SHA-256 of a token, hex: what is stored in its place.
+pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

@@ -87,7 +87,16 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
-async fn pay(office: &Office, s: &Session, order: i64, part: Option<&str>, terminal: &str) {
+/// Pays order `order` (its part `part`) on `terminal` as the Pay button
+/// does, and follows the payment's status page until it has ended; the
+/// page's last text.
+async fn pay(
+    office: &Office,
+    s: &Session,
+    order: i64,
+    part: Option<&str>,
+    terminal: &str,
+) -> String {
     let mut form = vec![("terminal", terminal)];
     if let Some(part) = part {
         form.push(("part", part));
@@ -95,7 +104,26 @@ async fn pay(office: &Office, s: &Session, order: i64, part: Option<&str>, termi
     let to = office
         .submit(s, &format!("/orders/{order}/pay"), &form)
         .await;
-    assert_eq!(order_id(&to), order);
+    let ended = settled(office, s, &to).await;
+    assert!(ended.contains(&format!("/orders/{order}")), "{ended}");
+    ended
+}
+
+/// The status page at `location` (`/payments/<id>`) once the payment has
+/// ended: the page no longer reloads itself. Bounded by a safety net.
+async fn settled(office: &Office, s: &Session, location: &str) -> String {
+    assert!(location.starts_with("/payments/"), "{location}");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let page = office.page(s, location).await;
+            if !page.contains("http-equiv=\"refresh\"") {
+                return page;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the payment ends within 30 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,12 +365,19 @@ async fn a_lost_answer_is_learnt_from_the_terminal_and_the_card_charged_once() {
         )
         .form(&[("terminal", poi.as_str()), ("csrf", cashier.csrf.as_str())])
         .send();
-    let paying = tokio::spawn(paying);
-    display(&world, "Present card").await;
-    proxy.cut_next_answer();
-    world.bed.ecr.ecr.present_card("approved").unwrap();
-    let answered = paying.await.unwrap().unwrap();
+    let answered = paying.await.unwrap();
     assert_eq!(answered.status(), reqwest::StatusCode::SEE_OTHER);
+    let status = answered.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    display(&world, "Present card").await;
+    // The payment's request went on the newest connection (the progress
+    // WebSocket was opened before it): its answer is lost.
+    proxy.cut_next_answer_on_newest();
+    world.bed.ecr.ecr.present_card("approved").unwrap();
+    let ended = settled(&office, &cashier, &status).await;
+    assert!(ended.contains("the answer was lost"), "{ended}");
 
     let d = office.order(sale);
     assert_eq!(d.order.status, Status::Paid);
@@ -450,4 +485,333 @@ async fn a_payment_left_pending_by_a_stopped_back_office_is_settled_by_asking_th
     pay(&office, &cashier, sales[1], None, &poi).await;
     assert_eq!(office.order(sales[1]).order.status, Status::Paid);
     assert_eq!(office.stock("SKU-BAG"), 499);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_refunds_and_reverses_paid_orders_on_their_terminal_with_its_supervisor_code() {
+    use merchant::modules::refunds::Kind;
+    let office = Office::start().await;
+    let world = World::start(&office, Some("approved")).await;
+    let poi = world.pair(&office);
+    office.seed();
+    let cashier = office.session("carl", Role::Cashier);
+    let owner = office.session("olga", Role::Owner);
+    // The terminal accepts each step's code once, one step of drift at
+    // most: two codes per supervisor secret.
+    let uri = world.bed.ecr.ecr.set_supervisor().unwrap();
+    let supervisor = testbed::Supervisor::from_uri(&uri, TID);
+    // Two shop sales paid: a mug (35.00) and green tea (12.50).
+    let mut paid = Vec::new();
+    for barcode in ["6901234567908", "6901234567892"] {
+        let sale = order_id(
+            &office
+                .submit(&cashier, "/retail/sales", &[("barcode", barcode)])
+                .await,
+        );
+        pay(&office, &cashier, sale, None, &poi).await;
+        let d = office.order(sale);
+        assert_eq!(d.order.status, Status::Paid);
+        paid.push((sale, d.payments[0].id));
+    }
+    let [(mug, mug_payment), (tea, tea_payment)] = paid[..] else {
+        unreachable!()
+    };
+    let refunds = |order| {
+        office
+            .store()
+            .read(|c| Ok(merchant::modules::refunds::of_order(c, order)))
+            .unwrap()
+            .unwrap()
+    };
+    let refund_path = format!("/payments/{mug_payment}/refund");
+    let page = office.page(&owner, &format!("/orders/{mug}")).await;
+    assert!(page.contains(&refund_path), "owners see the form");
+    let page = office.page(&cashier, &format!("/orders/{mug}")).await;
+    assert!(!page.contains(&refund_path), "cashiers do not");
+    office
+        .refused(
+            &cashier,
+            &refund_path,
+            &[("kind", "refund"), ("supervisor_code", "123456")],
+            reqwest::StatusCode::FORBIDDEN,
+        )
+        .await;
+
+    // A wrong code: the terminal refuses, nothing goes to the host.
+    let now = testbed::Supervisor::from_uri(&uri, TID).code();
+    let wrong = if now == "000000" { "111111" } else { "000000" };
+    office
+        .submit(
+            &owner,
+            &refund_path,
+            &[
+                ("kind", "refund"),
+                ("amount", "10.00"),
+                ("supervisor_code", wrong),
+            ],
+        )
+        .await;
+    let r = &refunds(mug)[0];
+    assert_eq!((r.kind, r.status), (Kind::Refund, PaymentStatus::Declined));
+    assert!(
+        r.reason.as_deref().unwrap().contains("supervisor"),
+        "{:?}",
+        r.reason
+    );
+
+    // 10.00 back with the supervisor's code, then the 25.00 left.
+    for amount in ["10.00", ""] {
+        office
+            .submit(
+                &owner,
+                &refund_path,
+                &[
+                    ("kind", "refund"),
+                    ("amount", amount),
+                    ("supervisor_code", &supervisor.code()),
+                ],
+            )
+            .await;
+    }
+    let done: Vec<(PaymentStatus, i64)> = refunds(mug)
+        .iter()
+        .skip(1)
+        .map(|r| (r.status, r.amount))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            (PaymentStatus::Approved, 1_000),
+            (PaymentStatus::Approved, 2_500)
+        ],
+        "{:?}",
+        refunds(mug)
+    );
+    // Nothing is left to refund, and a refunded payment is not reversed.
+    for kind in ["refund", "reversal"] {
+        let refused = office
+            .refused(
+                &owner,
+                &refund_path,
+                &[("kind", kind), ("supervisor_code", "123456")],
+                reqwest::StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert!(
+            refused.contains("refunded in full") || refused.contains("partly refunded"),
+            "{refused}"
+        );
+    }
+
+    // The tea, paid today, is reversed whole (under a new secret).
+    let supervisor =
+        testbed::Supervisor::from_uri(&world.bed.ecr.ecr.set_supervisor().unwrap(), TID);
+    office
+        .submit(
+            &owner,
+            &format!("/payments/{tea_payment}/refund"),
+            &[
+                ("kind", "reversal"),
+                ("supervisor_code", &supervisor.code()),
+            ],
+        )
+        .await;
+    let r = &refunds(tea)[0];
+    assert_eq!(
+        (r.kind, r.status, r.amount),
+        (Kind::Reversal, PaymentStatus::Approved, 1_250),
+        "{:?}",
+        r.reason
+    );
+    let page = office.page(&owner, &format!("/orders/{tea}")).await;
+    assert!(
+        page.contains("Refunds and reversals") && page.contains("reversal"),
+        "{page}"
+    );
+
+    // The host has both refunds and the voided sale.
+    let conn = world.bed.host.data.reader().unwrap();
+    let mut stmt = conn
+        .prepare("SELECT kind, amount FROM journal WHERE kind != 'sale' ORDER BY id")
+        .unwrap();
+    let others: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        others
+            .iter()
+            .filter(|(k, _)| k == "refund")
+            .map(|(_, a)| *a)
+            .collect::<Vec<_>>(),
+        [1_000, 2_500],
+        "{others:?}"
+    );
+    assert_eq!(
+        others.iter().filter(|(k, _)| k != "refund").count(),
+        1,
+        "{others:?}"
+    );
+    for (action, n) in [
+        ("refund.start", 3),
+        ("refund.declined", 1),
+        ("refund.approved", 2),
+        ("reversal.start", 1),
+        ("reversal.approved", 1),
+    ] {
+        assert_eq!(
+            office.count(&format!(
+                "SELECT count(*) FROM audit_log WHERE action = '{action}' AND actor = 'olga'"
+            )),
+            n,
+            "{action}"
+        );
+    }
+
+    // A refund whose answer the back office lost: its Sale system sent it
+    // and the terminal made it, but it is recorded unknown. Ask the
+    // terminal learns it, without a second refund.
+    let bag = order_id(
+        &office
+            .submit(&cashier, "/retail/sales", &[("barcode", "6901234567922")])
+            .await,
+    );
+    pay(&office, &cashier, bag, None, &poi).await;
+    let bag_payment = office.order(bag).payments[0].clone();
+    let now = merchant::store::unix_now();
+    let started = office
+        .store()
+        .write(|tx| {
+            merchant::modules::refunds::start(tx, bag_payment.id, Kind::Refund, None, "olga", now)
+        })
+        .unwrap();
+    let supervisor =
+        testbed::Supervisor::from_uri(&world.bed.ecr.ecr.set_supervisor().unwrap(), TID);
+    let mut phone = phone::Phone::open(phone::Options {
+        terminal: Some(poi.clone()),
+        progress: false,
+        ..phone::Options::new(merchant::modules::payments::terminals_dir(
+            office.data_dir(),
+        ))
+    })
+    .unwrap();
+    let sent = phone
+        .refund(
+            &phone::Money::from_minor(50, "CNY").unwrap(),
+            bag_payment.poi_transaction_id.as_deref().unwrap(),
+            None,
+            &phone::SupervisorCode::new(&supervisor.code()).unwrap(),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(sent.succeeded(), "{}", sent.reason());
+    drop(phone);
+    office
+        .store()
+        .write(|tx| {
+            merchant::modules::refunds::record(
+                tx,
+                started.refund_id,
+                &merchant::modules::orders::Outcome {
+                    status: Some(PaymentStatus::Unknown),
+                    service_id: Some(sent.service_id.clone()),
+                    ..Default::default()
+                },
+                "olga",
+                now,
+            )
+        })
+        .unwrap();
+    let check = format!("/refunds/{}/check", started.refund_id);
+    let page = office.page(&owner, &format!("/orders/{bag}")).await;
+    assert!(page.contains(&check), "{page}");
+    office.submit(&owner, &check, &[]).await;
+    let r = &refunds(bag)[0];
+    assert_eq!(r.status, PaymentStatus::Approved, "{:?}", r.reason);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("learnt from the terminal"),
+        "{:?}",
+        r.reason
+    );
+    let refunded: i64 = world
+        .bed
+        .host
+        .data
+        .reader()
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM journal WHERE kind = 'refund' AND amount = 50",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refunded, 1, "refunded once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_answers_at_once_and_its_status_page_follows_the_terminal_without_script() {
+    let office = Office::start().await;
+    // Cards are presented by hand here.
+    let world = World::start(&office, None).await;
+    let poi = world.pair(&office);
+    office.seed();
+    let cashier = office.session("carl", Role::Cashier);
+    let sale = order_id(
+        &office
+            .submit(&cashier, "/retail/sales", &[("barcode", "6901234567908")])
+            .await,
+    );
+    // The form's answer comes before any card: a redirect to the status page.
+    let status = office
+        .submit(
+            &cashier,
+            &format!("/orders/{sale}/pay"),
+            &[("terminal", &poi)],
+        )
+        .await;
+    let payment = office.order(sale).payments[0].id;
+    assert_eq!(status, format!("/payments/{payment}"));
+    display(&world, "Present card").await;
+    // While the terminal waits for the card, the page reloads itself every
+    // second and shows what the terminal shows.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let page = office.page(&cashier, &status).await;
+            assert!(
+                page.contains("<meta http-equiv=\"refresh\" content=\"1\">"),
+                "{page}"
+            );
+            assert!(page.contains("under way"), "{page}");
+            if page.contains("Present card") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the terminal's progress on the status page");
+    let order_page = office.page(&cashier, &format!("/orders/{sale}")).await;
+    assert!(
+        order_page.contains(&format!("href=\"/payments/{payment}\"")),
+        "{order_page}"
+    );
+    world.bed.ecr.ecr.present_card("approved").unwrap();
+    // Then the outcome, and the page stops reloading.
+    let ended = settled(&office, &cashier, &status).await;
+    assert!(ended.contains("approved"), "{ended}");
+    assert!(ended.contains("620000"), "the masked card: {ended}");
+    assert!(!ended.contains("Present card"), "{ended}");
+    assert_eq!(office.order(sale).order.status, Status::Paid);
+    // The page's policy still forbids every script.
+    let response = office.get(&cashier, &status).await;
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(!csp.contains("script-src"), "{csp}");
 }

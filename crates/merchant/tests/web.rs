@@ -55,6 +55,7 @@ impl Office {
             merchant_name: merchant_name.into(),
             password_cost: COST,
             modules,
+            app_origins: Vec::new(),
         })
         .await
         .unwrap();

@@ -50,6 +50,7 @@ async fn back_office(h: &Harness, dir: &std::path::Path) -> Running {
             p: 1,
         },
         modules: Vec::new(),
+        app_origins: Vec::new(),
     })
     .await
     .unwrap();

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -16,6 +16,10 @@ pub struct Proxy {
     pub addr: SocketAddr,
     cut_next_answer: Arc<AtomicBool>,
     refuse: Arc<AtomicBool>,
+    /// Connections accepted so far (each relay's number, from 1).
+    opened: Arc<AtomicU64>,
+    /// The connection whose next answer is to be cut (0: none).
+    cut_connection: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -26,6 +30,8 @@ impl Proxy {
             addr: listener.local_addr()?,
             cut_next_answer: Arc::default(),
             refuse: Arc::default(),
+            opened: Arc::default(),
+            cut_connection: Arc::default(),
         };
         let p = proxy.clone();
         tokio::spawn(async move {
@@ -36,7 +42,13 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
-                tokio::spawn(relay(client, server, p.cut_next_answer.clone()));
+                let number = p.opened.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(relay(
+                    client,
+                    server,
+                    p.cut_next_answer.clone(),
+                    (number, p.cut_connection.clone()),
+                ));
             }
         });
         Ok(proxy)
@@ -47,13 +59,26 @@ impl Proxy {
         self.cut_next_answer.store(true, Ordering::SeqCst);
     }
 
+    /// The next bytes the target sends on the newest connection are
+    /// swallowed and both its sides cut; older connections (a client's
+    /// notification channel opened before its request) carry on.
+    pub fn cut_next_answer_on_newest(&self) {
+        self.cut_connection
+            .store(self.opened.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
     /// Refuse (true) or accept (false) new connections.
     pub fn refuse(&self, refuse: bool) {
         self.refuse.store(refuse, Ordering::SeqCst);
     }
 }
 
-async fn relay(mut client: TcpStream, mut server: TcpStream, cut: Arc<AtomicBool>) {
+async fn relay(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    cut: Arc<AtomicBool>,
+    (number, cut_connection): (u64, Arc<AtomicU64>),
+) {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
     let up = async {
@@ -69,7 +94,13 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, cut: Arc<AtomicBool
         let mut buf = [0u8; 16 * 1024];
         loop {
             let n = sr.read(&mut buf).await.unwrap_or(0);
-            if n == 0 || cut.swap(false, Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err()
+            let cut_here = cut_connection
+                .compare_exchange(number, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+            if n == 0
+                || cut.swap(false, Ordering::SeqCst)
+                || cut_here
+                || cw.write_all(&buf[..n]).await.is_err()
             {
                 break;
             }

@@ -715,7 +715,7 @@ async fn start(
         .await?;
     daemons.push(host);
 
-    let args = strings(&[
+    let mut args = strings(&[
         "merchant",
         "--data-dir",
         "merchant",
@@ -731,6 +731,13 @@ async fn start(
         "--name",
         MERCHANT_NAME,
     ]);
+    // The terminals' phone apps may list and charge the open orders.
+    for t in &TERMINALS {
+        args.extend(strings(&[
+            "--app-origin",
+            &format!("https://{}", ports.addr(t.nexo_port)),
+        ]));
+    }
     let (back_office, _) = posnet
         .start("the back office".into(), "back-office.log", &args, 2)
         .await?;
@@ -751,6 +758,8 @@ async fn start(
             &ports.addr(t.screen_port),
             "--nexo-listen",
             &ports.addr(t.nexo_port),
+            "--back-office",
+            &format!("http://{}", ports.addr(BACK_OFFICE_PORT)),
         ]);
         let presents_card = t.auto_present && !manual_cards;
         if presents_card {

@@ -76,6 +76,10 @@ enum MerchantCommand {
         /// The merchant's name, shown on every page.
         #[arg(long, env = "POSNET_MERCHANT_NAME", default_value = "Merchant")]
         name: String,
+        /// Origin of a terminal's phone app (`https://<terminal>:8443`) that
+        /// may call the device API from the browser; repeat for each.
+        #[arg(long = "app-origin")]
+        app_origins: Vec<String>,
     },
     /// Fetch what the host recorded since the newest transaction here.
     Backfill {
@@ -107,6 +111,12 @@ enum MerchantCommand {
         #[command(subcommand)]
         command: TerminalCommand,
     },
+    /// Cashier devices (the terminal's phone app) allowed to list and
+    /// charge open orders through the device API.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
     /// Fill the catalog with demonstration data: a few shop items with
     /// barcodes, six tables and a menu, clinic fees, two tickets. Running
     /// it again adds nothing twice. Prints what was added as JSON.
@@ -135,6 +145,24 @@ enum TerminalCommand {
     Remove {
         /// The terminal's POIID.
         poi_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Register a device; prints its token once, as JSON (only its SHA-256
+    /// is kept).
+    Add {
+        /// What to call it (`counter phone`).
+        #[arg(long)]
+        name: String,
+    },
+    /// List the devices as JSON lines (no tokens).
+    List,
+    /// Revoke a device: its token is refused from now on.
+    Revoke {
+        /// The device's id (from `list`).
+        id: i64,
     },
 }
 
@@ -203,7 +231,11 @@ pub fn run(args: MerchantArgs) -> Result<()> {
     runtime.block_on(async move {
         let dir = args.data_dir;
         match args.command {
-            MerchantCommand::Run { listen, host, webhook_secret_file, name } => {
+            MerchantCommand::Run { listen, host, webhook_secret_file, name, app_origins } => {
+                let app_origins = app_origins
+                    .iter()
+                    .map(|o| merchant::modules::api::origin(o))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let webhook_secret = read_secret(&webhook_secret_file)?;
                 if webhook_secret.expose().len() < MIN_WEBHOOK_SECRET {
                     bail!("the webhook secret in {} is shorter than {MIN_WEBHOOK_SECRET} characters", webhook_secret_file.display());
@@ -216,6 +248,7 @@ pub fn run(args: MerchantArgs) -> Result<()> {
                     merchant_name: name,
                     password_cost: PasswordCost::default(),
                     modules: merchant::modules::all(),
+                    app_origins,
                 };
                 let running = merchant::server::start(options).await?;
                 println!("{}", serde_json::json!({ "listening": running.addr.to_string() }));
@@ -287,6 +320,26 @@ pub fn run(args: MerchantArgs) -> Result<()> {
                 let store = open(&dir)?;
                 merchant::modules::payments::unpair(&store, &dir, &poi_id, "cli")?;
                 println!("{}", serde_json::json!({ "removed": poi_id }));
+                Ok(())
+            }
+            MerchantCommand::Device { command } => {
+                use merchant::modules::devices;
+                let store = open(&dir)?;
+                match command {
+                    DeviceCommand::Add { name } => {
+                        let (device, token) = store.write(|tx| devices::add(tx, &name, "cli", unix_now()))?;
+                        println!("{}", serde_json::json!({ "id": device.id, "name": device.name, "token": token.as_str() }));
+                    }
+                    DeviceCommand::List => {
+                        for device in store.read(|c| Ok(devices::list(c)))?? {
+                            println!("{}", serde_json::to_string(&device)?);
+                        }
+                    }
+                    DeviceCommand::Revoke { id } => {
+                        let device = store.write(|tx| devices::revoke(tx, id, "cli", unix_now()))?;
+                        println!("{}", serde_json::to_string(&device)?);
+                    }
+                }
                 Ok(())
             }
             MerchantCommand::Seed { demo, currency } => {

@@ -173,6 +173,11 @@ struct NexoArgs {
     /// Connections the endpoint serves at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     nexo_max_connections: usize,
+    /// Origin of a back office (`http://127.0.0.1:8600`) whose open orders
+    /// the phone app may list and charge (repeatable); the back office
+    /// names this terminal's app origin with `--app-origin`.
+    #[arg(long = "back-office")]
+    back_offices: Vec<String>,
     /// Seconds a nexo payment waits for its card.
     #[arg(long, default_value_t = 60)]
     card_timeout_secs: u64,
@@ -383,6 +388,11 @@ async fn serve(
         ServerOptions {
             allow_plain: nexo.nexo_allow_plain,
             max_connections: nexo.nexo_max_connections,
+            back_offices: nexo
+                .back_offices
+                .iter()
+                .map(|o| merchant::modules::api::origin(o))
+                .collect::<Result<_, _>>()?,
         },
         until_stopped(stopped.clone()),
     ));

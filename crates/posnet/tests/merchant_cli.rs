@@ -185,3 +185,88 @@ fn users_webhooks_and_a_tampered_audit_log() {
     assert_eq!(json(&broken)["broken"]["id"], 2);
     assert!(String::from_utf8_lossy(&broken.stderr).contains("audit log broken at row 2"));
 }
+
+#[test]
+fn cashier_devices_from_the_command_line_and_the_device_api_for_the_app_origin_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("merchant");
+    let data_arg = data.to_str().unwrap();
+    let merchant = |args: &[&str]| {
+        let mut all = vec!["merchant", "--data-dir", data_arg];
+        all.extend_from_slice(args);
+        json(&run(posnet(dir.path()), &all))
+    };
+    let added = merchant(&["device", "add", "--name", "counter phone"]);
+    let token = added["token"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 64);
+    let listed = run(
+        posnet(dir.path()),
+        &["merchant", "--data-dir", data_arg, "device", "list"],
+    );
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("counter phone") && !listed.contains(&token),
+        "{listed}"
+    );
+
+    let secret_file = dir.path().join("webhook.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let serve = |origin: &str| {
+        let mut c = posnet(dir.path());
+        c.args([
+            "merchant",
+            "--data-dir",
+            data_arg,
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook-secret-file",
+        ])
+        .arg(&secret_file)
+        .args(["--app-origin", origin]);
+        c
+    };
+    // An origin with a path is not an origin.
+    let refused = serve("https://127.0.0.1:8443/app/").output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("app origin"));
+    let daemon = Daemon::start(
+        serve("https://127.0.0.1:8443/"),
+        &[],
+        dir.path(),
+        "merchant.log",
+    );
+    let addr = daemon.first_line["listening"].as_str().unwrap().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let get = |origin: &'static str| {
+        client
+            .get(format!("http://{addr}/api/v1/open-orders"))
+            .header("Origin", origin)
+            .bearer_auth(&token)
+            .send()
+    };
+    runtime.block_on(async {
+        let ok = get("https://127.0.0.1:8443").await.unwrap();
+        assert_eq!(ok.status().as_u16(), 200);
+        assert_eq!(
+            ok.headers()["access-control-allow-origin"],
+            "https://127.0.0.1:8443"
+        );
+        let other = get("https://127.0.0.1:9443").await.unwrap();
+        assert!(other.headers().get("access-control-allow-origin").is_none());
+    });
+    let revoked = merchant(&["device", "revoke", &added["id"].to_string()]);
+    assert!(revoked["revoked_at"].is_i64(), "{revoked}");
+    runtime.block_on(async {
+        assert_eq!(
+            get("https://127.0.0.1:8443")
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            401
+        );
+    });
+    daemon.terminate();
+}

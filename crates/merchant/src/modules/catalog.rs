@@ -304,6 +304,105 @@ pub fn update(
     Ok(after)
 }
 
+/// Counted stock of item `id` held for orders being paid
+/// ([`hold_stock`]).
+pub fn held(conn: &Connection, id: i64) -> Result<i64, SalesError> {
+    Ok(conn.query_row(
+        "SELECT coalesce(sum(quantity), 0) FROM stock_holds WHERE item_id = ?1",
+        [id],
+        |r| r.get(0),
+    )?)
+}
+
+/// What of `item` another order may still take: its counted stock less
+/// what is held for orders being paid; none when not counted.
+pub fn available(conn: &Connection, item: &Item) -> Result<Option<i64>, SalesError> {
+    match item.stock {
+        Some(stock) => Ok(Some(stock.saturating_sub(held(conn, item.id)?).max(0))),
+        None => Ok(None),
+    }
+}
+
+/// Holds the counted items of order `order_id` for its payment, unless
+/// held already (a split order holds from its first part's payment on).
+/// Called in the immediate transaction that writes the payment, so no
+/// other connection checks or holds stock in between: refused, naming
+/// the SKU, when an item is short. Returns what was held, for the audit.
+pub(super) fn hold_stock(
+    conn: &Connection,
+    order_id: i64,
+) -> Result<Vec<serde_json::Value>, SalesError> {
+    let holding: i64 = conn.query_row(
+        "SELECT count(*) FROM stock_holds WHERE order_id = ?1",
+        [order_id],
+        |r| r.get(0),
+    )?;
+    if holding > 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT i.id, i.code, i.name, i.stock, sum(l.quantity),
+                (SELECT coalesce(sum(h.quantity), 0) FROM stock_holds h WHERE h.item_id = i.id)
+         FROM order_lines l
+         JOIN catalog_items i ON i.id = l.item_id
+         WHERE l.order_id = ?1 AND i.stock IS NOT NULL
+         GROUP BY i.id ORDER BY i.id",
+    )?;
+    let counted: Vec<(i64, String, String, i64, i64, i64)> = stmt
+        .query_map([order_id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut held = Vec::with_capacity(counted.len());
+    for (id, code, name, stock, wanted, others) in counted {
+        let left = stock.saturating_sub(others).max(0);
+        if wanted > left {
+            return refused(format!(
+                "{code} ({name}): {wanted} on this order, {left} left in stock{}: \
+                 change the order before paying",
+                if others > 0 {
+                    format!(" ({others} held for orders being paid)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        conn.execute(
+            "INSERT INTO stock_holds (order_id, item_id, quantity) VALUES (?1, ?2, ?3)",
+            params![order_id, id, wanted],
+        )?;
+        held.push(json!({ "item": code, "held": wanted, "stock": stock }));
+    }
+    Ok(held)
+}
+
+/// Releases what is held for order `order_id` (its payment was declined or
+/// failed with nothing paid, or it was cancelled); returns what was
+/// released, for the audit.
+pub(super) fn release_stock(
+    conn: &Connection,
+    order_id: i64,
+) -> Result<Vec<serde_json::Value>, SalesError> {
+    let mut stmt = conn.prepare(
+        "SELECT i.code, h.quantity FROM stock_holds h JOIN catalog_items i ON i.id = h.item_id
+         WHERE h.order_id = ?1 ORDER BY i.id",
+    )?;
+    let released: Vec<serde_json::Value> = stmt
+        .query_map([order_id], |r| {
+            Ok(json!({ "item": r.get::<_, String>(0)?, "released": r.get::<_, i64>(1)? }))
+        })?
+        .collect::<Result<_, _>>()?;
+    conn.execute("DELETE FROM stock_holds WHERE order_id = ?1", [order_id])?;
+    Ok(released)
+}
+
 /// Takes the counted items of order `order_id` off the stock (called in
 /// the transaction that marks the order paid); returns what changed, for
 /// the audit row.
@@ -333,5 +432,7 @@ pub(super) fn take_stock(
         )?;
         changes.push(json!({ "item": code, "before": stock, "after": after }));
     }
+    // Taken for good: no longer held.
+    conn.execute("DELETE FROM stock_holds WHERE order_id = ?1", [order_id])?;
     Ok(changes)
 }

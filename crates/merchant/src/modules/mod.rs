@@ -13,11 +13,14 @@
 //! catalog, stock, tables and fees ([`Need::Manage`]). Auditors change
 //! nothing.
 
+pub mod api;
 pub mod catalog;
 pub mod clinic;
+pub mod devices;
 pub mod orders;
 mod pages;
 pub mod payments;
+pub mod refunds;
 pub mod restaurant;
 pub mod retail;
 pub mod seed;

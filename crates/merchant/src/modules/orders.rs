@@ -9,7 +9,10 @@
 //! is paid by one payment of what is outstanding, or by one payment per
 //! split part; a payment in flight (or whose outcome is unknown) blocks
 //! every other payment of the same order, so nothing is paid twice.
-//! Counted stock is taken off when, and only when, the order becomes
+//! Counted stock is held for the order when its first payment starts
+//! ([`start_payment`], refused when another order holds or took what is
+//! left), released when that payment is declined or fails with nothing
+//! paid, and taken off for good when, and only when, the order becomes
 //! paid, in the transaction that marks it paid ([`record_outcome`]).
 
 use super::{SalesError, refused};
@@ -22,7 +25,8 @@ use serde_json::json;
 /// The shared tables: catalog, orders, lines, parts, payments.
 pub const MIGRATIONS: Migrations = Migrations {
     component: "orders",
-    steps: &[r#"
+    steps: &[
+        r#"
 -- What can be sold. `kind` says which scenario sells it. `code` is the SKU
 -- of a shop item, a short unique code otherwise. `stock` is counted for
 -- shop items only (NULL: not counted) and may go below zero when a paid
@@ -140,7 +144,66 @@ BEGIN
     WHERE host_transaction_id IS NULL
       AND id IN (SELECT payment_id FROM order_payment_matches WHERE transaction_id = NEW.id);
 END;
-"#],
+"#,
+        r#"
+-- Counted stock held for an order from the moment its first payment
+-- starts (catalog::hold_stock, in the immediate transaction that writes
+-- the payment): what is held is not available to another order. Released
+-- when that payment is declined or fails with nothing paid, taken off
+-- `catalog_items.stock` for good when the order is paid.
+CREATE TABLE stock_holds (
+    order_id INTEGER NOT NULL REFERENCES orders (id),
+    item_id  INTEGER NOT NULL REFERENCES catalog_items (id),
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    PRIMARY KEY (order_id, item_id)
+) STRICT;
+CREATE INDEX stock_holds_item ON stock_holds (item_id);
+"#,
+        r#"
+-- Cashier devices (the terminal's phone app) allowed to use the back
+-- office's API (devices.rs): only the SHA-256 of a token is kept.
+CREATE TABLE devices (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,
+    created_by   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
+) STRICT;
+
+-- A payment taken by a device rather than by the back office: the device
+-- reports its outcome; an approval stays `unknown` (awaiting the host's
+-- confirmation) until the host's transaction is found (confirm_reported).
+ALTER TABLE order_payments ADD COLUMN device INTEGER REFERENCES devices (id);
+"#,
+        r#"
+-- A refund (part or whole) or a same-day reversal of an approved payment,
+-- asked of the payment's terminal by an owner with the terminal's
+-- supervisor code (refunds.rs). Written before the terminal is asked
+-- (`pending`), finished with its outcome, as payments are.
+CREATE TABLE order_refunds (
+    id                 INTEGER PRIMARY KEY,
+    order_id           INTEGER NOT NULL REFERENCES orders (id),
+    payment_id         INTEGER NOT NULL REFERENCES order_payments (id),
+    kind               TEXT NOT NULL CHECK (kind IN ('refund', 'reversal')),
+    amount             INTEGER NOT NULL CHECK (amount > 0),
+    currency           INTEGER NOT NULL,
+    terminal           TEXT NOT NULL,
+    status             TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'declined', 'failed', 'unknown')),
+    reason             TEXT,
+    service_id         TEXT,
+    poi_transaction_id TEXT,
+    started_by         TEXT NOT NULL,
+    started_at         INTEGER NOT NULL,
+    finished_at        INTEGER
+) STRICT;
+CREATE INDEX order_refunds_order ON order_refunds (order_id, id);
+-- One refund or reversal of a payment in flight (or unknown) at most.
+CREATE UNIQUE INDEX order_refunds_in_flight ON order_refunds (payment_id)
+    WHERE status IN ('pending', 'unknown');
+"#,
+    ],
 };
 
 /// Which scenario an order or a catalog item belongs to.
@@ -435,6 +498,28 @@ pub struct Payment {
     pub started_at: i64,
     /// When its outcome was recorded.
     pub finished_at: Option<i64>,
+    /// The device that took it and reports its outcome (none: taken by
+    /// the back office itself).
+    pub device: Option<i64>,
+}
+
+impl Payment {
+    /// Reported approved by its device, and the host's transaction not
+    /// found yet.
+    pub fn awaiting_confirmation(&self) -> bool {
+        self.device.is_some()
+            && self.status == PaymentStatus::Unknown
+            && self.acquirer_terminal_id.is_some()
+    }
+
+    /// Its status as shown.
+    pub fn status_label(&self) -> &'static str {
+        if self.awaiting_confirmation() {
+            "awaiting confirmation"
+        } else {
+            self.status.name()
+        }
+    }
 }
 
 /// An order with everything shown on its page.
@@ -577,7 +662,7 @@ pub fn parts(conn: &Connection, id: i64) -> Result<Vec<Part>, SalesError> {
     Ok(parts)
 }
 
-const PAYMENT_COLUMNS: &str = "id, order_id, part_id, amount, currency, terminal, status, reason, service_id, poi_transaction_id, acquirer_terminal_id, batch, stan, rrn, approval_code, masked_pan, host_transaction_id, started_by, started_at, finished_at";
+const PAYMENT_COLUMNS: &str = "id, order_id, part_id, amount, currency, terminal, status, reason, service_id, poi_transaction_id, acquirer_terminal_id, batch, stan, rrn, approval_code, masked_pan, host_transaction_id, started_by, started_at, finished_at, device";
 
 fn read_payment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
     let status: String = r.get(6)?;
@@ -608,6 +693,7 @@ fn read_payment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
         started_by: r.get(17)?,
         started_at: r.get(18)?,
         finished_at: r.get(19)?,
+        device: r.get(20)?,
     })
 }
 
@@ -803,10 +889,10 @@ pub fn add_item(
     if wanted > MAX_QUANTITY {
         return refused(format!("quantity: {MAX_QUANTITY} at most on a line"));
     }
-    if let Some(stock) = item.stock
-        && wanted > stock
+    if let Some(left) = super::catalog::available(conn, &item)?
+        && wanted > left
     {
-        return refused(format!("{}: only {} in stock", item.name, stock.max(0)));
+        return refused(format!("{}: only {left} in stock", item.name));
     }
     match existing {
         Some(line) => {
@@ -1107,6 +1193,10 @@ pub fn start_payment(
             (Some(part.id), part.amount)
         }
     };
+    // Stock is checked when a line is added, but two orders may both take
+    // the last unit: it is held here, in the immediate transaction that
+    // writes the payment, so of two orders racing for it one pays.
+    let held = super::catalog::hold_stock(conn, id)?;
     conn.execute(
         "INSERT INTO order_payments (order_id, part_id, amount, currency, terminal, status, started_by, started_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
@@ -1120,7 +1210,7 @@ pub fn start_payment(
         &format!("payment:{payment_id}"),
         None,
         Some(
-            json!({ "order": id, "part": part, "amount": amount, "currency": currency, "terminal": terminal }),
+            json!({ "order": id, "part": part, "amount": amount, "currency": currency, "terminal": terminal, "stock_held": held }),
         ),
         now,
     )?;
@@ -1218,6 +1308,22 @@ pub fn record_outcome(
         })),
         now,
     )?;
+    if matches!(status, PaymentStatus::Declined | PaymentStatus::Failed)
+        && existing(conn, payment.order_id)?.paid == 0
+    {
+        let released = super::catalog::release_stock(conn, payment.order_id)?;
+        if !released.is_empty() {
+            audit(
+                conn,
+                actor,
+                "order.stock_release",
+                &format!("order:{}", payment.order_id),
+                None,
+                Some(json!({ "payment": payment_id, "stock": released })),
+                now,
+            )?;
+        }
+    }
     if status == PaymentStatus::Approved {
         conn.execute(
             "UPDATE order_payments SET host_transaction_id =
@@ -1229,6 +1335,212 @@ pub fn record_outcome(
     }
     self::payment(conn, payment_id)?
         .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))
+}
+
+/// The reference a device charges order `id` with (its `SaleReferenceID`).
+pub fn reference(id: i64) -> String {
+    format!("ORDER-{id}")
+}
+
+/// Records a payment of what is left of order `id`, about to be taken by
+/// device `device` on `terminal` (its POIID): as [`start_payment`], stock
+/// held and other payments of the order blocked until the device reports.
+pub fn start_device_payment(
+    conn: &Connection,
+    id: i64,
+    terminal: &str,
+    device: i64,
+    actor: &str,
+    now: i64,
+) -> Result<Started, SalesError> {
+    let started = start_payment(conn, id, None, terminal, actor, now)?;
+    conn.execute(
+        "UPDATE order_payments SET device = ?2 WHERE id = ?1",
+        params![started.payment_id, device],
+    )?;
+    Ok(started)
+}
+
+/// Records what device `device` reports of its payment `payment_id` of
+/// order `order_id`. The device's word is not proof of payment: a
+/// reported approval (which must name the terminal's transaction) is
+/// kept `unknown`, awaiting confirmation, until [`confirm_reported`]
+/// finds the host's transaction; a decline or failure is recorded as
+/// reported (it releases the stock held, nothing more).
+pub fn report_payment(
+    conn: &Connection,
+    order_id: i64,
+    payment_id: i64,
+    device: i64,
+    reported: &Outcome,
+    actor: &str,
+    now: i64,
+) -> Result<Payment, SalesError> {
+    let payment = payment(conn, payment_id)?
+        .filter(|p| p.order_id == order_id && p.device == Some(device))
+        .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id} of order {order_id}")))?;
+    if payment.awaiting_confirmation() {
+        // Reported before: look for the host's transaction again.
+        return confirm_reported(conn, payment_id, actor, now);
+    }
+    if !matches!(
+        payment.status,
+        PaymentStatus::Pending | PaymentStatus::Unknown
+    ) {
+        return refused(format!(
+            "payment {payment_id} is {} already",
+            payment.status.name()
+        ));
+    }
+    let mut outcome = reported.clone();
+    match outcome.status {
+        Some(PaymentStatus::Approved) => {
+            if outcome.acquirer_terminal_id.is_none()
+                || (outcome.batch.is_none() && outcome.rrn.is_none())
+            {
+                return refused(
+                    "an approval must name the terminal's transaction (AcquirerPOIID, POITransactionID or AcquirerTransactionID)",
+                );
+            }
+            outcome.status = Some(PaymentStatus::Unknown);
+            outcome.reason = Some(
+                "approved on the device; awaiting the host's transaction to confirm it".into(),
+            );
+        }
+        Some(PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Unknown) => {}
+        _ => return refused("the outcome must be approved, declined, failed or unknown"),
+    }
+    record_outcome(conn, payment_id, &outcome, actor, now)?;
+    confirm_reported(conn, payment_id, actor, now)
+}
+
+/// Confirms payment `payment_id`, reported approved by its device, when
+/// the host's record of it is here: an approved sale on the same
+/// terminal, of the same amount and currency, with the same batch and
+/// trace number (or RRN), paying no other payment. Then, and only then,
+/// the payment is approved and the order paid ([`record_outcome`]).
+/// Anything else is returned as it is.
+pub fn confirm_reported(
+    conn: &Connection,
+    payment_id: i64,
+    actor: &str,
+    now: i64,
+) -> Result<Payment, SalesError> {
+    let payment = payment(conn, payment_id)?
+        .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))?;
+    if !payment.awaiting_confirmation() {
+        return Ok(payment);
+    }
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT t.id FROM order_payments p
+             JOIN transactions t
+               ON t.terminal_id = p.terminal
+              AND t.terminal_id = p.acquirer_terminal_id
+              AND t.kind IN ('sale', 'offline_sale')
+              AND t.approved = 1 AND t.status = 'approved'
+              AND t.amount = p.amount AND t.currency = p.currency
+              AND ((t.batch = p.batch AND t.stan = p.stan) OR (p.rrn IS NOT NULL AND t.rrn = p.rrn))
+             WHERE p.id = ?1
+               AND NOT EXISTS (SELECT 1 FROM order_payments o WHERE o.host_transaction_id = t.id)
+             ORDER BY t.id LIMIT 1",
+            [payment_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(transaction) = found else {
+        return Ok(payment);
+    };
+    let outcome = Outcome {
+        status: Some(PaymentStatus::Approved),
+        reason: Some(format!(
+            "approved on the device; confirmed by the host's transaction {transaction}"
+        )),
+        service_id: payment.service_id.clone(),
+        poi_transaction_id: payment.poi_transaction_id.clone(),
+        acquirer_terminal_id: payment.acquirer_terminal_id.clone(),
+        batch: payment.batch,
+        stan: payment.stan,
+        rrn: payment.rrn.clone(),
+        approval_code: payment.approval_code.clone(),
+        masked_pan: payment.masked_pan.clone(),
+    };
+    record_outcome(conn, payment_id, &outcome, actor, now)?;
+    // Linked to the transaction that confirmed it (the link record_outcome
+    // makes matches on terminal and trace number only, not the amount).
+    conn.execute(
+        "UPDATE order_payments SET host_transaction_id = ?2 WHERE id = ?1",
+        params![payment_id, transaction],
+    )?;
+    self::payment(conn, payment_id)?
+        .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))
+}
+
+/// Releases device payment `payment_id` that its device never reported
+/// (or whose reported approval the host never confirmed): recorded failed,
+/// the order payable again, its stock released. Refused while the host has
+/// an approved sale on the payment's terminal of its amount and currency
+/// since it started that pays no payment: that may be this one, and the
+/// device should report it.
+pub fn release_device_payment(
+    conn: &Connection,
+    payment_id: i64,
+    actor: &str,
+    now: i64,
+) -> Result<Payment, SalesError> {
+    let payment = payment(conn, payment_id)?
+        .ok_or_else(|| SalesError::NotFound(format!("payment {payment_id}")))?;
+    if payment.device.is_none()
+        || !matches!(
+            payment.status,
+            PaymentStatus::Pending | PaymentStatus::Unknown
+        )
+    {
+        return refused(format!(
+            "payment {payment_id} is not a device's payment under way"
+        ));
+    }
+    let unclaimed: i64 = conn.query_row(
+        "SELECT count(*) FROM transactions t
+         WHERE t.terminal_id = ?1 AND t.kind IN ('sale', 'offline_sale')
+           AND t.approved = 1 AND t.status = 'approved'
+           AND t.amount = ?2 AND t.currency = ?3 AND t.at >= ?4
+           AND NOT EXISTS (SELECT 1 FROM order_payments o WHERE o.host_transaction_id = t.id)",
+        params![
+            payment.terminal,
+            payment.amount,
+            payment.currency,
+            payment.started_at
+        ],
+        |r| r.get(0),
+    )?;
+    if unclaimed > 0 {
+        return refused(format!(
+            "the host has {unclaimed} approved sale(s) of this amount on {} since this payment started that pay no order: have the phone report it, or check the host's transactions first",
+            payment.terminal
+        ));
+    }
+    let outcome = Outcome {
+        status: Some(PaymentStatus::Failed),
+        reason: Some(format!(
+            "released by {actor}: the device never reported it, and the host has no such sale"
+        )),
+        ..Outcome::default()
+    };
+    record_outcome(conn, payment_id, &outcome, actor, now)
+}
+
+/// Device payments reported approved and not yet confirmed, oldest first.
+pub fn awaiting_confirmation(conn: &Connection) -> Result<Vec<i64>, SalesError> {
+    let mut stmt = conn.prepare(
+        "SELECT id FROM order_payments
+         WHERE device IS NOT NULL AND status = 'unknown' AND acquirer_terminal_id IS NOT NULL
+         ORDER BY id LIMIT 1000",
+    )?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 /// Adds an approved payment to its order (and part), closing the order

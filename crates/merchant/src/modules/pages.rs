@@ -3,12 +3,16 @@
 //! catalog, and the paired terminals.
 
 use super::catalog::{self, ItemChange, NewItem};
+use super::devices;
 use super::orders::{self, Detail, Kind, PaymentStatus, Status};
 use super::payments::Payments;
+use super::refunds;
 use super::{Need, SalesError, may, need};
 use crate::reports::utc_date;
 use crate::store::unix_now;
-use crate::web::{AppState, Authed, WebError, check_csrf, frame, money, parse_amount, time_text};
+use crate::web::{
+    AppState, Authed, WebError, check_csrf, frame, money, parse_amount, refreshing_frame, time_text,
+};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -42,13 +46,20 @@ pub(super) fn routes(state: Arc<AppState>) -> Router {
         .route("/orders/{id}/split", get(split_page).post(split_submit))
         .route("/orders/{id}/split/clear", order_step(orders::clear_split))
         .route("/orders/{id}/pay", post(pay))
+        .route("/payments/{id}", get(payment_page))
         .route("/payments/{id}/check", post(check))
+        .route("/payments/{id}/refund", post(refund))
+        .route("/refunds/{id}/check", post(refund_check))
+        .route("/payments/{id}/release", post(release))
         .route("/catalog", get(catalog_page).post(catalog_add))
         .route("/catalog/{id}", get(item_page).post(item_update))
         .route("/terminals", get(terminals_page))
+        .route("/devices", get(devices_page).post(device_add))
+        .route("/devices/{id}/revoke", post(device_revoke))
         .layer(Extension(Arc::new(Payments::new(&data_dir))))
         .layer(DefaultBodyLimit::max(MAX_FORM))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(super::api::routes(state))
 }
 
 pub(super) fn path_id(p: Result<Path<i64>, PathRejection>) -> Result<i64, WebError> {
@@ -261,15 +272,18 @@ async fn order_page(
     need(&authed, Need::View)?;
     let id = path_id(id)?;
     let today = utc_date(unix_now());
-    let (d, items, place) = read(&state, move |c| {
+    let (d, items, place, refunded) = read(&state, move |c| {
         let d =
             orders::detail(c, id)?.ok_or_else(|| SalesError::NotFound(format!("order {id}")))?;
-        let items: Vec<catalog::Item> = catalog::list(c, Some(d.order.kind), true)?
+        // With what is left of each counted item: its stock less what is
+        // held for orders being paid.
+        let items = catalog::list(c, Some(d.order.kind), true)?
             .into_iter()
             .filter(|i| i.valid_on.as_deref().is_none_or(|v| v >= today.as_str()))
-            .collect();
+            .map(|i| Ok((catalog::available(c, &i)?, i)))
+            .collect::<Result<Vec<_>, SalesError>>()?;
         let place = context(c, id, d.order.kind)?;
-        Ok((d, items, place))
+        Ok((d, items, place, refunds::of_order(c, id)?))
     })
     .await?;
     let terminals = payments.terminals().await.unwrap_or_default();
@@ -325,11 +339,11 @@ async fn order_page(
             form.filters method="post" action=(format!("/orders/{id}/lines")) {
                 (csrf_field(&authed))
                 label { "Item" select name="item" {
-                    @for i in &items {
+                    @for (left, i) in &items {
                         option value=(i.id) {
                             (i.name) " — " (money(i.price, i.currency))
                             @if let Some(v) = &i.valid_on { " — " (v) }
-                            @if let Some(s) = i.stock { " (" (s) " in stock)" }
+                            @if let Some(s) = left { " (" (s) " in stock)" }
                         }
                     }
                 } }
@@ -385,7 +399,7 @@ async fn order_page(
                             td.n { (money(p.amount, p.currency)) }
                             td.n { (p.part_id.and_then(|pid| d.parts.iter().find(|x| x.id == pid)).map(|x| x.number.to_string()).unwrap_or_default()) }
                             td { (p.terminal) }
-                            td { (p.status.name()) }
+                            td { (p.status_label()) }
                             td.reason { (p.reason.as_deref().unwrap_or("")) }
                             td { (p.poi_transaction_id.as_deref().unwrap_or("")) }
                             td { (p.approval_code.as_deref().unwrap_or("")) }
@@ -393,7 +407,14 @@ async fn order_page(
                             td { @if let Some(t) = p.host_transaction_id { a href=(format!("/transactions/{t}")) { "recorded" } } @else if p.status == PaymentStatus::Approved { "not yet" } }
                             td {
                                 @if sell && matches!(p.status, PaymentStatus::Pending | PaymentStatus::Unknown) {
-                                    @if payments.is_running(p.id) { "under way" }
+                                    @if payments.is_running(p.id) { a href=(format!("/payments/{}", p.id)) { "under way" } }
+                                    @else if p.device.is_some() {
+                                        @if p.awaiting_confirmation() { (button(&authed, &format!("/payments/{}/check", p.id), "Check with the host")) }
+                                        @else { "on the device" }
+                                        @if may(authed.session.user.role, Need::Manage) {
+                                            (button(&authed, &format!("/payments/{}/release", p.id), "Release"))
+                                        }
+                                    }
                                     @else { (button(&authed, &format!("/payments/{}/check", p.id), "Ask the terminal")) }
                                 }
                             }
@@ -401,6 +422,46 @@ async fn order_page(
                     }
                 }
             } }
+        }
+        @if !refunded.is_empty() {
+            h2 { "Refunds and reversals" }
+            div.scroll { table {
+                thead { tr { th { "Started (UTC)" } th { "Kind" } th.n { "Amount" } th { "Payment's terminal txn" } th { "Status" } th { "Reason" } th { "Terminal txn" } th { "By" } th {} } }
+                tbody {
+                    @for r in &refunded {
+                        tr {
+                            td { (time_text(r.started_at)) }
+                            td { (r.kind.name()) }
+                            td.n { (money(r.amount, r.currency)) }
+                            td { (d.payments.iter().find(|p| p.id == r.payment_id).and_then(|p| p.poi_transaction_id.as_deref()).unwrap_or("")) }
+                            td { (r.status.name()) }
+                            td.reason { (r.reason.as_deref().unwrap_or("")) }
+                            td { (r.poi_transaction_id.as_deref().unwrap_or("")) }
+                            td { (r.started_by) }
+                            td {
+                                @if r.status == PaymentStatus::Unknown && may(authed.session.user.role, Need::Manage) {
+                                    (button(&authed, &format!("/refunds/{}/check", r.id), "Ask the terminal"))
+                                }
+                            }
+                        }
+                    }
+                }
+            } }
+        }
+        @if may(authed.session.user.role, Need::Manage) {
+            @for p in d.payments.iter().filter(|p| p.status == PaymentStatus::Approved && p.device.is_none()) {
+                h2 { "Refund payment " (p.poi_transaction_id.as_deref().unwrap_or("")) }
+                form.filters method="post" action=(format!("/payments/{}/refund", p.id)) {
+                    (csrf_field(&authed))
+                    label { "What" select name="kind" {
+                        option value="refund" { "Refund to the card" }
+                        option value="reversal" { "Reverse (same day, whole payment)" }
+                    } }
+                    label { "Amount (refund; empty: all that is left)" input name="amount" inputmode="decimal" autocomplete="off" size="10"; }
+                    label { "Terminal's supervisor code" input name="supervisor_code" inputmode="numeric" autocomplete="one-time-code" maxlength="6" size="8" required; }
+                    button type="submit" { "Refund on " (p.terminal) }
+                }
+            }
         }
         @if sell && o.status == Status::Open && o.paid == 0 && !d.in_flight() {
             h2 { "Cancel" }
@@ -619,8 +680,8 @@ async fn pay(
 ) -> Result<Response, WebError> {
     posted(&authed, Need::Sell, &form.csrf)?;
     let id = path_id(id)?;
-    payments
-        .pay(
+    let started = payments
+        .start(
             &state.store,
             id,
             form.part,
@@ -628,7 +689,51 @@ async fn pay(
             &authed.session.user.name,
         )
         .await?;
-    Ok(to_order(id))
+    Ok(Redirect::to(&format!("/payments/{}", started.payment_id)).into_response())
+}
+
+/// A payment's status: while it runs, the terminal's progress on a page
+/// that reloads itself every second; then its outcome.
+async fn payment_page(
+    State(state): Shared,
+    Extension(payments): Extension<Arc<Payments>>,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Markup, WebError> {
+    need(&authed, Need::View)?;
+    let id = path_id(id)?;
+    let p = read(&state, move |c| {
+        orders::payment(c, id)?.ok_or_else(|| SalesError::NotFound(format!("payment {id}")))
+    })
+    .await?;
+    let running = payments.is_running(id);
+    let progress = payments.progress(id);
+    let body = html! {
+        div.cards {
+            div.card { "Amount" b { (money(p.amount, p.currency)) } }
+            div.card { "Terminal" b { (p.terminal) } }
+            div.card { "Status" b #payment-status { @if running { "under way" } @else { (p.status_label()) } } }
+        }
+        @if running {
+            h2 { "On the terminal" }
+            ul #progress { @for line in &progress { li { (line) } } }
+            p { "This page follows the payment by itself; the payment goes on if it is closed." }
+        } @else {
+            @if let Some(reason) = &p.reason { p #payment-reason { (reason) } }
+            @if p.status == PaymentStatus::Approved {
+                p { "Terminal transaction " (p.poi_transaction_id.as_deref().unwrap_or("")) " · approval " (p.approval_code.as_deref().unwrap_or("")) " · " (p.masked_pan.as_deref().unwrap_or("")) }
+            }
+        }
+        p { a href=(format!("/orders/{}", p.order_id)) { "Back to the order" } }
+    };
+    let title = format!("Payment {id} of order {}", p.order_id);
+    Ok(refreshing_frame(
+        &state,
+        &authed,
+        &title,
+        body,
+        running.then_some(1),
+    ))
 }
 
 async fn check(
@@ -640,10 +745,224 @@ async fn check(
 ) -> Result<Response, WebError> {
     posted(&authed, Need::Sell, &form.csrf)?;
     let id = path_id(id)?;
-    let payment = payments
-        .check(&state.store, id, &authed.session.user.name)
-        .await?;
+    let actor = authed.session.user.name.clone();
+    let device = read(&state, move |c| {
+        Ok(orders::payment(c, id)?.and_then(|p| p.device))
+    })
+    .await?;
+    let payment = match device {
+        // A device's payment is not the back office's Sale system's: the
+        // host, not the terminal, says whether it was made.
+        Some(_) => {
+            super::payments::confirm_with_host(&state.store, state.host.as_deref(), id, &actor)
+                .await?
+        }
+        None => payments.check(&state.store, id, &actor).await?,
+    };
     Ok(to_order(payment.order_id))
+}
+
+#[derive(Deserialize)]
+struct RefundForm {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    supervisor_code: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A refund or reversal of payment `id`: owners only, with the terminal's
+/// supervisor code; answers once the terminal has.
+async fn refund(
+    State(state): Shared,
+    Extension(payments): Extension<Arc<Payments>>,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+    Form(form): Form<RefundForm>,
+) -> Result<Response, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let id = path_id(id)?;
+    let kind = refunds::Kind::from_name(&form.kind)
+        .ok_or_else(|| WebError::BadRequest("what: refund or reversal".into()))?;
+    let payment = read(&state, move |c| {
+        orders::payment(c, id)?.ok_or_else(|| SalesError::NotFound(format!("payment {id}")))
+    })
+    .await?;
+    let amount = match form.amount.trim() {
+        "" => None,
+        text => Some(minor_units("amount", text, payment.currency)?),
+    };
+    let done = payments
+        .refund(
+            &state.store,
+            id,
+            kind,
+            amount,
+            &form.supervisor_code,
+            &authed.session.user.name,
+        )
+        .await?;
+    Ok(to_order(done.order_id))
+}
+
+/// Releases a device's payment that was never reported or confirmed:
+/// owners only ([`orders::release_device_payment`]).
+async fn release(
+    State(state): Shared,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let id = path_id(id)?;
+    let payment = write(&state, &authed, move |tx, actor, now, _| {
+        orders::release_device_payment(tx, id, actor, now)
+    })
+    .await?;
+    Ok(to_order(payment.order_id))
+}
+
+async fn refund_check(
+    State(state): Shared,
+    Extension(payments): Extension<Arc<Payments>>,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let id = path_id(id)?;
+    let refund = payments
+        .check_refund(&state.store, id, &authed.session.user.name)
+        .await?;
+    Ok(to_order(refund.order_id))
+}
+
+// ---------------------------------------------------------------- devices
+
+async fn devices_page(State(state): Shared, authed: Authed) -> Result<Markup, WebError> {
+    need(&authed, Need::Manage)?;
+    let list = read(&state, devices::list).await?;
+    Ok(devices_frame(&state, &authed, &list, None))
+}
+
+/// The devices page; `added`: a device just registered, with its token and
+/// the links that hand it to the phone app (shown this once).
+fn devices_frame(
+    state: &AppState,
+    authed: &Authed,
+    list: &[devices::Device],
+    added: Option<Markup>,
+) -> Markup {
+    let body = html! {
+        @if let Some(added) = added { (added) }
+        p { "A cashier's phone running a terminal's app lists the open orders here and charges them on its terminal. Register each phone; its token is shown once. The back office marks an order paid only when the host's transaction confirms what the phone reports." }
+        @if state.app_origins.is_empty() {
+            p.error { "No app origin is configured: browsers cannot call the device API. Start the back office with " code { "--app-origin https://<terminal>:8443" } " for each terminal." }
+        } @else {
+            p { "App origins allowed: " @for (i, o) in state.app_origins.iter().enumerate() { @if i > 0 { ", " } code { (o) } } }
+        }
+        form.filters method="post" action="/devices" {
+            (csrf_field(authed))
+            label { "Name" input name="name" required maxlength=(super::MAX_TEXT) size="24" placeholder="counter phone"; }
+            button type="submit" { "Register a device" }
+        }
+        div.scroll { table {
+            thead { tr { th.n { "Id" } th { "Name" } th { "Registered (UTC)" } th { "By" } th { "Last used (UTC)" } th { "Status" } th {} } }
+            tbody {
+                @if list.is_empty() { tr { td colspan="7" { "No device is registered." } } }
+                @for d in list {
+                    tr {
+                        td.n { (d.id) }
+                        td { (d.name) }
+                        td { (time_text(d.created_at)) }
+                        td { (d.created_by) }
+                        td { (d.last_used_at.map(time_text).unwrap_or_default()) }
+                        td { @if let Some(r) = d.revoked_at { "revoked " (time_text(r)) } @else { "active" } }
+                        td { @if d.revoked_at.is_none() { (button(authed, &format!("/devices/{}/revoke", d.id), "Revoke")) } }
+                    }
+                }
+            }
+        } }
+    };
+    frame(state, authed, "Devices", body)
+}
+
+#[derive(Deserialize)]
+struct DeviceForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn device_add(
+    State(state): Shared,
+    authed: Authed,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<DeviceForm>,
+) -> Result<Markup, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let (device, token) = write(&state, &authed, move |tx, actor, now, _| {
+        devices::add(tx, &form.name, actor, now)
+    })
+    .await?;
+    // The address the owner reached the back office at is the one the
+    // phone is given.
+    let office = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
+        .map(|h| format!("http://{h}"));
+    let links: Vec<String> = match &office {
+        Some(office) => state
+            .app_origins
+            .iter()
+            .map(|o| format!("{o}/app/#office={office}&token={}", token.as_str()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let qr = links.first().and_then(|l| {
+        qrcode::QrCode::new(l.as_bytes()).ok().map(|c| {
+            c.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(200, 200)
+                .build()
+        })
+    });
+    let added = html! {
+        div.card {
+            h2 { "Device " (device.id) " registered: " (device.name) }
+            p { "Its token, shown this once (only its SHA-256 is kept):" }
+            p { code #device-token { (token.as_str()) } }
+            @if let Some(office) = &office { p { "Back office address for the app: " code #device-office { (office) } } }
+            @for link in &links { p { "Open on the phone: " a.device-link href=(link) { (link) } } }
+            @if !links.is_empty() { p { "The QR code opens the first link." } }
+            // The QR code is SVG made here from the link, not text from the request.
+            @if let Some(svg) = qr { div.qr { (maud::PreEscaped(svg)) } }
+        }
+    };
+    let list = read(&state, devices::list).await?;
+    Ok(devices_frame(&state, &authed, &list, Some(added)))
+}
+
+async fn device_revoke(
+    State(state): Shared,
+    authed: Authed,
+    id: Result<Path<i64>, PathRejection>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    posted(&authed, Need::Manage, &form.csrf)?;
+    let id = path_id(id)?;
+    write(&state, &authed, move |tx, actor, now, _| {
+        devices::revoke(tx, id, actor, now)
+    })
+    .await?;
+    Ok(Redirect::to("/devices").into_response())
 }
 
 async fn terminals_page(
@@ -659,6 +978,9 @@ async fn terminals_page(
     let body = html! {
         @if let Some(error) = error { p.error { (error) } }
         p { "Orders are paid on these terminals. Pair one with " code { "posnet merchant terminal pair" } " and the code the terminal shows; " code { "posnet merchant terminal remove" } " forgets one." }
+        @if may(authed.session.user.role, Need::Manage) {
+            p { "Cashiers' phones running a terminal's app charge open orders themselves: " a href="/devices" { "Cashier devices" } "." }
+        }
         div.scroll { table {
             thead { tr { th { "Terminal (POIID)" } th { "Address" } th { "Certificate" } th { "Key" } th { "Paired" } } }
             tbody {

@@ -14,18 +14,23 @@
 //! and blocks the order's other payments until [`Payments::check`] learns
 //! its outcome. Payments run in tasks of their own, so a browser that goes
 //! away does not cut a payment short; at most one runs per terminal.
+//! [`Payments::start`] returns as soon as the payment is written; the
+//! terminal's progress (its display and event notifications) is kept
+//! while it runs ([`Payments::progress`]) for the payment's status page.
 
 use super::SalesError;
 use super::orders::{self, Outcome, Payment, PaymentStatus, Started};
+use super::refunds;
 use crate::audit::{self, Change};
+use crate::host_api::HostApi;
 use crate::store::{Store, StoreError, unix_now};
 use nexo::message::{ResponseBody, SaleToPoiResponse};
 use nexo::pairing::Pairing;
 use nexo::wire::ErrorCondition;
 use phone::store::{Paired, PairingStore};
-use phone::{Money, Phone, PhoneError};
+use phone::{Event, Money, Phone, PhoneError, SupervisorCode};
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use terminal::ecr::protocol::PoiTransactionId;
@@ -36,6 +41,10 @@ pub const TERMINALS_DIR: &str = "terminals";
 
 /// Payment history records searched for a payment cut short by a restart.
 const HISTORY_SEARCH: u32 = 500;
+
+/// Progress lines kept per running payment (the newest): a terminal's
+/// screen shows a few; older ones are of no use to the cashier.
+const PROGRESS_LINES: usize = 8;
 
 /// The terminals directory of data directory `data_dir`.
 pub fn terminals_dir(data_dir: &Path) -> PathBuf {
@@ -217,6 +226,10 @@ pub struct Payments {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Ids of the payments running in this process.
     running: Mutex<HashSet<i64>>,
+    /// The terminal's latest progress lines of each running payment; an
+    /// entry goes when its payment ends, so the map stays as small as
+    /// the set of running payments.
+    progress: Mutex<HashMap<i64, VecDeque<String>>>,
 }
 
 /// Removes a payment from the running set when its task ends, however it
@@ -233,6 +246,27 @@ impl Drop for Running<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.id);
+        self.payments
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+/// What the cashier is shown of a phone library event.
+fn progress_line(event: &Event) -> String {
+    match event {
+        Event::Progress(text) => text.clone(),
+        Event::Retry {
+            attempt, reason, ..
+        } => format!("the terminal was not reached ({reason}); trying again (attempt {attempt})"),
+        Event::AnswerLost { reason } => {
+            format!("the terminal's answer was lost ({reason}); asking the terminal")
+        }
+        Event::Asking { attempt, .. } => {
+            format!("asking the terminal for the outcome (attempt {attempt})")
+        }
     }
 }
 
@@ -243,6 +277,7 @@ impl Payments {
             dir: terminals_dir(data_dir),
             locks: Mutex::new(HashMap::new()),
             running: Mutex::new(HashSet::new()),
+            progress: Mutex::new(HashMap::new()),
         }
     }
 
@@ -263,6 +298,17 @@ impl Payments {
             .contains(&id)
     }
 
+    /// The terminal's latest progress lines of running payment `id`,
+    /// oldest first (none once it has ended).
+    pub fn progress(&self, id: i64) -> Vec<String> {
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .map(|lines| lines.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn lock(&self, poi_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
@@ -275,8 +321,8 @@ impl Payments {
     fn options(&self, poi_id: &str) -> phone::Options {
         phone::Options {
             terminal: Some(poi_id.to_string()),
-            // The cashier sees the outcome, not the progress.
-            progress: false,
+            // Its status page shows the terminal's progress.
+            progress: true,
             ..phone::Options::new(self.dir.clone())
         }
     }
@@ -290,17 +336,17 @@ impl Payments {
     }
 
     /// Starts a payment of order `order_id` (its part numbered `part`)
-    /// on terminal `poi_id` and waits for its outcome. The payment runs
-    /// in a task of its own: it ends and is recorded even when the caller
-    /// goes away.
-    pub async fn pay(
+    /// on terminal `poi_id`: returns once it is written `pending`, and
+    /// asks the terminal in a task of its own, which records the outcome
+    /// whoever waits for it.
+    pub async fn start(
         self: &Arc<Self>,
         store: &Arc<Store>,
         order_id: i64,
         part: Option<i64>,
         poi_id: &str,
         actor: &str,
-    ) -> Result<Payment, SalesError> {
+    ) -> Result<Started, SalesError> {
         if !self.terminals().await?.iter().any(|t| t.poi_id == poi_id) {
             return Err(SalesError::Refused(format!(
                 "terminal {poi_id:?} is not paired with the back office"
@@ -316,10 +362,24 @@ impl Payments {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(started.payment_id);
-        let (payments, store, actor) = (self.clone(), store.clone(), actor.to_string());
-        tokio::spawn(async move { payments.run(&store, started, &actor).await })
-            .await
-            .map_err(|_| SalesError::Store(StoreError::Stopped))?
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                started.payment_id,
+                VecDeque::from(["sending to the terminal".to_string()]),
+            );
+        let (payments, store, actor, task) = (
+            self.clone(),
+            store.clone(),
+            actor.to_string(),
+            started.clone(),
+        );
+        // Its outcome is recorded (or the failure logged) by `run`.
+        tokio::spawn(async move {
+            let _ = payments.run(&store, task, &actor).await;
+        });
+        Ok(started)
     }
 
     /// Asks the terminal for payment `started` and records the outcome.
@@ -357,13 +417,92 @@ impl Payments {
         record(store, started.payment_id, outcome, actor).await
     }
 
+    /// Asks the terminal of approved payment `payment_id` for a refund of
+    /// `amount` (all that is left when none) or a reversal, authorized by
+    /// the terminal's supervisor code `code`, and waits for its outcome.
+    /// It runs in a task of its own, as a payment does.
+    pub async fn refund(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        payment_id: i64,
+        kind: refunds::Kind,
+        amount: Option<i64>,
+        code: &str,
+        actor: &str,
+    ) -> Result<refunds::Refund, SalesError> {
+        let code =
+            SupervisorCode::new(code.trim()).map_err(|e| SalesError::Refused(e.to_string()))?;
+        let who = actor.to_string();
+        let started = store
+            .call(move |s| {
+                s.write(|tx| refunds::start(tx, payment_id, kind, amount, &who, unix_now()))
+            })
+            .await?;
+        let (payments, store, actor) = (self.clone(), store.clone(), actor.to_string());
+        tokio::spawn(async move { payments.run_refund(&store, started, code, &actor).await })
+            .await
+            .map_err(|_| SalesError::Store(StoreError::Stopped))?
+    }
+
+    async fn run_refund(
+        &self,
+        store: &Arc<Store>,
+        started: refunds::Started,
+        code: SupervisorCode,
+        actor: &str,
+    ) -> Result<refunds::Refund, SalesError> {
+        let lock = self.lock(&started.terminal);
+        let _turn = lock.lock().await;
+        let answer = async {
+            let mut phone = self.phone(&started.terminal).await?;
+            let mut progress = |event| tracing::debug!(?event, "refund progress");
+            match started.kind {
+                refunds::Kind::Refund => {
+                    let (currency, _) = terminal::receipt::currency_code(started.currency);
+                    let money = Money::from_minor(started.amount.unsigned_abs(), &currency)?;
+                    phone
+                        .refund(&money, &started.original, None, &code, &mut progress)
+                        .await
+                }
+                refunds::Kind::Reversal => {
+                    phone
+                        .reverse(&started.original, None, &code, &mut progress)
+                        .await
+                }
+            }
+        }
+        .await;
+        let outcome = match answer {
+            Ok(answer) => outcome_of(&answer),
+            Err(e) => outcome_of_error(&e),
+        };
+        tracing::info!(
+            refund = started.refund_id,
+            kind = started.kind.name(),
+            status = ?outcome.status,
+            "refund finished"
+        );
+        let (id, actor) = (started.refund_id, actor.to_string());
+        store
+            .call(move |s| s.write(|tx| refunds::record(tx, id, &outcome, &actor, unix_now())))
+            .await
+    }
+
     async fn ask(&self, started: &Started) -> Result<phone::Outcome, PhoneError> {
         let (code, _) = terminal::receipt::currency_code(started.currency);
         let money = Money::from_minor(started.amount.unsigned_abs(), &code)?;
         let mut phone = self.phone(&started.terminal).await?;
+        let id = started.payment_id;
         phone
             .pay(&money, &mut |event| {
-                tracing::debug!(?event, "payment progress")
+                tracing::debug!(?event, "payment progress");
+                let mut progress = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(lines) = progress.get_mut(&id) {
+                    if lines.len() >= PROGRESS_LINES {
+                        lines.pop_front();
+                    }
+                    lines.push_back(progress_line(&event));
+                }
             })
             .await
     }
@@ -411,44 +550,91 @@ impl Payments {
                 }
             },
         };
-        let report = phone
-            .status(&service_id, &mut |event| {
-                tracing::debug!(?event, "status progress")
+        let outcome = asked(&mut phone, service_id, "payment").await;
+        record(store, id, outcome, actor).await
+    }
+
+    /// Learns what became of refund or reversal `id`, of unknown outcome,
+    /// by asking its terminal (`TransactionStatus`), as [`Payments::check`]
+    /// does for a payment.
+    pub async fn check_refund(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        id: i64,
+        actor: &str,
+    ) -> Result<refunds::Refund, SalesError> {
+        let read = || {
+            store.call(move |s| {
+                s.read(|c| Ok(refunds::refund(c, id)))?
+                    .and_then(|r| r.ok_or_else(|| SalesError::NotFound(format!("refund {id}"))))
             })
-            .await;
-        let outcome = match report {
-            Ok(report) => match report.repeated {
-                Some(response) if report.mismatches.is_empty() => {
-                    outcome_of(&answered(&service_id, response))
-                }
-                _ if report.status.response.error_condition == Some(ErrorCondition::NotFound) => {
-                    Outcome {
-                        status: Some(PaymentStatus::Failed),
-                        reason: Some(format!(
-                            "the terminal never received payment {service_id}: no money moved"
-                        )),
-                        service_id: Some(service_id),
-                        ..Outcome::default()
-                    }
-                }
-                _ => Outcome {
-                    status: Some(PaymentStatus::Unknown),
+        };
+        let terminal = read().await?.terminal;
+        // Under the terminal's turn: a refund still running has ended and
+        // been recorded by then.
+        let lock = self.lock(&terminal);
+        let _turn = lock.lock().await;
+        let refund = read().await?;
+        if refund.status != PaymentStatus::Unknown {
+            return Ok(refund);
+        }
+        let Some(service_id) = refund.service_id.clone() else {
+            return Err(SalesError::Refused(format!(
+                "refund {id} has no ServiceID: the terminal's journal (posnet terminal history) says whether it was made"
+            )));
+        };
+        let mut phone = self
+            .phone(&refund.terminal)
+            .await
+            .map_err(|e| SalesError::Refused(e.to_string()))?;
+        let outcome = asked(&mut phone, service_id, refund.kind.name()).await;
+        let actor = actor.to_string();
+        store
+            .call(move |s| s.write(|tx| refunds::record(tx, id, &outcome, &actor, unix_now())))
+            .await
+    }
+}
+
+/// What the terminal says of this Sale system's exchange `service_id`, a
+/// `what` (`TransactionStatus`): its answer repeated, "never received"
+/// (failed: nothing moved), or still unknown.
+async fn asked(phone: &mut Phone, service_id: String, what: &str) -> Outcome {
+    let report = phone
+        .status(&service_id, &mut |event| {
+            tracing::debug!(?event, "status progress")
+        })
+        .await;
+    match report {
+        Ok(report) => match report.repeated {
+            Some(response) if report.mismatches.is_empty() => {
+                outcome_of(&answered(&service_id, response))
+            }
+            _ if report.status.response.error_condition == Some(ErrorCondition::NotFound) => {
+                Outcome {
+                    status: Some(PaymentStatus::Failed),
                     reason: Some(format!(
-                        "the terminal does not know yet: {}",
-                        phone::explain::reason(&report.status.response)
+                        "the terminal never received {what} {service_id}: no money moved"
                     )),
                     service_id: Some(service_id),
                     ..Outcome::default()
-                },
-            },
-            Err(e) => Outcome {
+                }
+            }
+            _ => Outcome {
                 status: Some(PaymentStatus::Unknown),
-                reason: Some(format!("asking the terminal failed: {e}")),
+                reason: Some(format!(
+                    "the terminal does not know yet: {}",
+                    phone::explain::reason(&report.status.response)
+                )),
                 service_id: Some(service_id),
                 ..Outcome::default()
             },
-        };
-        record(store, id, outcome, actor).await
+        },
+        Err(e) => Outcome {
+            status: Some(PaymentStatus::Unknown),
+            reason: Some(format!("asking the terminal failed: {e}")),
+            service_id: Some(service_id),
+            ..Outcome::default()
+        },
     }
 }
 
@@ -514,6 +700,37 @@ fn started_unix(stamp: &str) -> Option<i64> {
     time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(|t| t.unix_timestamp())
+}
+
+/// Confirms device payment `id`, reported approved, against the host: with
+/// the host's record of the transaction here already (its webhook), or,
+/// when not and the host's API is configured, after fetching what the
+/// host has since ([`crate::backfill::backfill`]). Stays awaiting
+/// confirmation when the host has no such transaction.
+pub async fn confirm_with_host(
+    store: &Arc<Store>,
+    host: Option<&HostApi>,
+    id: i64,
+    actor: &str,
+) -> Result<Payment, SalesError> {
+    let confirm = || {
+        let actor = actor.to_string();
+        store.call(move |s| s.write(|tx| orders::confirm_reported(tx, id, &actor, unix_now())))
+    };
+    let payment = confirm().await?;
+    match host {
+        Some(api) if payment.awaiting_confirmation() => {
+            if let Err(e) = crate::backfill::backfill(store, api, actor).await {
+                tracing::warn!(
+                    payment = id,
+                    "asking the host for the payment's transaction failed: {e}"
+                );
+                return Ok(payment);
+            }
+            confirm().await
+        }
+        _ => Ok(payment),
+    }
 }
 
 async fn record(

@@ -1,7 +1,8 @@
 //! A shop: items with SKU, barcode, price and counted stock (in the shared
 //! catalog), sales started from a barcode, and the low-stock list. Stock
-//! goes down when a sale is paid, in the transaction that marks it paid
-//! ([`super::orders::record_outcome`]); a declined payment leaves it.
+//! is held for a sale when its payment starts and goes down when it is
+//! paid, in the transaction that marks it paid
+//! ([`super::orders::record_outcome`]); a declined payment releases it.
 
 use super::catalog;
 use super::orders::{self, Kind};
@@ -140,25 +141,32 @@ async fn new_sale(
 async fn stock(State(state): Shared, authed: Authed) -> Result<Markup, WebError> {
     need(&authed, Need::View)?;
     let (low, all) = read(&state, |c| {
-        let all: Vec<catalog::Item> = catalog::list(c, Some(Kind::Retail), false)?
-            .into_iter()
-            .filter(|i| i.stock.is_some())
-            .collect();
-        Ok((catalog::low_stock(c)?, all))
+        let with_held = |items: Vec<catalog::Item>| {
+            items
+                .into_iter()
+                .filter(|i| i.stock.is_some())
+                .map(|i| Ok((catalog::held(c, i.id)?, i)))
+                .collect::<Result<Vec<_>, SalesError>>()
+        };
+        Ok((
+            with_held(catalog::low_stock(c)?)?,
+            with_held(catalog::list(c, Some(Kind::Retail), false)?)?,
+        ))
     })
     .await?;
-    let table = |items: &[catalog::Item], empty: &str| {
+    let table = |items: &[(i64, catalog::Item)], empty: &str| {
         html! {
             div.scroll { table {
-                thead { tr { th { "SKU" } th { "Name" } th { "Barcode" } th.n { "Stock" } th.n { "Low at" } } }
+                thead { tr { th { "SKU" } th { "Name" } th { "Barcode" } th.n { "Stock" } th.n { "Held for payments" } th.n { "Low at" } } }
                 tbody {
-                    @if items.is_empty() { tr { td colspan="5" { (empty) } } }
-                    @for i in items {
+                    @if items.is_empty() { tr { td colspan="6" { (empty) } } }
+                    @for (held, i) in items {
                         tr {
                             td { a href=(format!("/catalog/{}", i.id)) { (i.code) } }
                             td { (i.name) }
                             td { (i.barcode.as_deref().unwrap_or("")) }
                             td.n { (i.stock.unwrap_or(0)) }
+                            td.n { (held) }
                             td.n { (i.low_stock.unwrap_or(0)) }
                         }
                     }

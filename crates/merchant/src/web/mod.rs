@@ -49,6 +49,9 @@ pub struct AppState {
     pub merchant_name: String,
     /// Component names of the modules served (their links in the header).
     pub modules: Vec<&'static str>,
+    /// Origins of the terminals' phone apps, the only browser origins the
+    /// device API answers (`https://127.0.0.1:8443`).
+    pub app_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -281,11 +284,25 @@ svg{width:100%;height:auto;background:#fff;border-radius:6px}
 .pager{display:flex;gap:1rem;margin:.8rem 0}
 form.inline{display:inline-flex;flex-wrap:wrap;gap:.3rem;margin:0}
 td.reason{white-space:normal;min-width:12rem}
+.qr svg{width:16rem;max-width:100%}
 ";
 
 /// A page in the common frame: header with the merchant's name, the links
 /// the user's role may follow, and a logout form.
 pub fn frame(state: &AppState, authed: &Authed, title: &str, body: Markup) -> Markup {
+    refreshing_frame(state, authed, title, body, None)
+}
+
+/// [`frame`] for a page that reloads itself every `refresh` seconds when
+/// given (`<meta http-equiv="refresh">`: no script, which the policy
+/// forbids, is needed to follow something under way).
+pub fn refreshing_frame(
+    state: &AppState,
+    authed: &Authed,
+    title: &str,
+    body: Markup,
+    refresh: Option<u32>,
+) -> Markup {
     let role = authed.session.user.role;
     let links = [
         ("/", "Dashboard", Area::Dashboard),
@@ -299,6 +316,7 @@ pub fn frame(state: &AppState, authed: &Authed, title: &str, body: Markup) -> Ma
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
                 title { (title) " · " (state.merchant_name) }
                 style { (PreEscaped(CSS)) }
             }

@@ -10,6 +10,8 @@ use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION};
 
 pub const SECRET: &str = "whsec-corner-shop-0123456789abcdef";
+/// The one phone app origin the back office's device API answers.
+pub const APP_ORIGIN: &str = "https://127.0.0.1:8443";
 const COST: PasswordCost = PasswordCost {
     m_kib: 64,
     t: 1,
@@ -45,6 +47,7 @@ impl Office {
             merchant_name: name.into(),
             password_cost: COST,
             modules: merchant::modules::all(),
+            app_origins: vec![APP_ORIGIN.into()],
         })
         .await
         .unwrap();

@@ -48,6 +48,9 @@ pub struct ServerOptions {
     pub allow_plain: bool,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Origins of back offices the phone app may call besides this
+    /// endpoint (their open orders, [`super::app::content_security_policy`]).
+    pub back_offices: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -55,6 +58,7 @@ impl Default for ServerOptions {
         Self {
             allow_plain: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            back_offices: Vec::new(),
         }
     }
 }
@@ -90,7 +94,7 @@ pub async fn serve(
         .route("/nexo", post(nexo))
         .route("/nexo/", post(nexo))
         .route("/nexo/events", get(events))
-        .merge(super::app::router(app.ecr.clone()))
+        .merge(super::app::router(app.ecr.clone(), &options.back_offices))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);

@@ -1,7 +1,8 @@
 // The cashier's phone app (docs/phone-app.md): pair with the terminal that
 // served this page, charge an amount, follow the terminal's progress, show
 // the result and the e-receipt; refunds with the supervisor's code; the
-// status of any exchange; the history kept in this browser.
+// status of any exchange; the history kept in this browser; the back
+// office's open orders, charged and reported to it.
 //
 // The page is built with DOM methods and textContent only: the policy
 // (Trusted Types) refuses HTML strings.
@@ -9,11 +10,12 @@
 import { deriveKey } from "./nexo.js";
 import { fingerprintText, hostPort, parseCode, sameTerminal } from "./pairing.js";
 import { advice, formatAmount, minorAmount, money, parseAmount, paymentRequest } from "./messages.js";
+import { OfficeError, officeFromHash, openOrders, parseOffice, report, takeOrder } from "./office.js";
 import { Store } from "./store.js";
 import { Terminal } from "./terminal.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["loading", "pair", "paired", "pay", "refund", "progress", "result", "history", "terminal"];
+const VIEWS = ["loading", "pair", "paired", "pay", "orders", "refund", "progress", "result", "history", "terminal"];
 
 const state = {
   store: null,
@@ -23,6 +25,8 @@ const state = {
   currency: null,
   /// ServiceID of the payment under way.
   running: null,
+  /// `{url, token}` of the back office whose open orders are charged here.
+  office: null,
 };
 
 function show(view) {
@@ -218,23 +222,25 @@ function onLines(lines) {
   $("progress").replaceChildren(...lines.map((line) => element("p", line)));
 }
 
-/// Runs a payment or refund to its end and shows the outcome.
+/// Runs a payment or refund to its end, shows the outcome and returns it.
 async function run(title, record, build) {
   showProgress(title, record.amount);
+  let outcome;
   try {
-    const outcome = await state.terminal.pay(record, build, {
+    outcome = await state.terminal.pay(record, build, {
       onLines,
       onStarted: (serviceId) => {
         state.running = serviceId;
         $("progress-service").textContent = `ServiceID ${serviceId}`;
       },
     });
-    showOutcome(outcome, record);
   } catch (e) {
-    showOutcome({ state: "failed", reason: e.message }, record);
+    outcome = { state: "failed", reason: e.message, serviceId: state.running };
   } finally {
     state.running = null;
   }
+  showOutcome(outcome, record);
+  return outcome;
 }
 
 /// Charges `minor` units of the terminal's currency. `reference`: the
@@ -243,7 +249,7 @@ async function run(title, record, build) {
 /// total and reference.
 export async function charge(minor, reference) {
   const amount = { minor, currency: state.currency.code, decimals: state.currency.decimals };
-  await run("Payment", { kind: "payment", amount, reference }, (ids) =>
+  return run("Payment", { kind: "payment", amount, reference }, (ids) =>
     paymentRequest(ids, { amount, at: new Date(), reference }),
   );
 }
@@ -301,6 +307,7 @@ function showOutcome(outcome, record) {
     ["ServiceID", outcome.serviceId],
     ["Answer", outcome.state === "recovered" ? "asked for with TransactionStatus after it was lost" : null],
   ]);
+  $("result-office").textContent = "";
   const receipt = summary?.receipt ?? [];
   $("receipt").textContent = receipt.join("\n");
   $("receipt").hidden = receipt.length === 0;
@@ -443,6 +450,152 @@ async function submitRefund() {
   await refund(original, amount, code);
 }
 
+// ---------------------------------------------------------- open orders
+
+function showOfficeForm(error) {
+  $("office-setup").hidden = false;
+  $("office-orders").hidden = true;
+  $("office-url").value = state.office?.url ?? "";
+  $("office-token").value = "";
+  $("office-error").textContent = error ?? "";
+  show("orders");
+}
+
+async function saveOffice(office) {
+  state.office = office;
+  await state.store.set("office", office);
+}
+
+async function submitOffice() {
+  try {
+    await saveOffice(parseOffice($("office-url").value, $("office-token").value));
+  } catch (e) {
+    $("office-error").textContent = e.message;
+    return;
+  }
+  await showOrders();
+}
+
+async function forgetOffice() {
+  state.office = null;
+  await state.store.set("office", null);
+  showOfficeForm();
+}
+
+/// Most reports kept for sending again: a phone charges a few orders
+/// while its back office is away, not hundreds.
+const MAX_UNSENT = 50;
+
+/// Keeps the report of payment `payment` of order `order` (outcome
+/// `outcome`) that the back office did not receive, to send it again.
+async function keepUnsent(order, payment, outcome) {
+  const unsent = ((await state.store.get("officeUnsent")) ?? []).slice(-(MAX_UNSENT - 1));
+  unsent.push({ url: state.office.url, order, payment, outcome });
+  await state.store.set("officeUnsent", unsent);
+}
+
+/// Sends the reports the back office did not receive again; those it
+/// answers (whatever it says) are done, the others kept.
+async function sendUnsent() {
+  const unsent = (await state.store.get("officeUnsent")) ?? [];
+  const kept = [];
+  for (const r of unsent) {
+    if (r.url !== state.office.url) {
+      kept.push(r);
+      continue;
+    }
+    try {
+      await report(state.office, r.order, r.payment, r.outcome);
+    } catch (e) {
+      if (!(e instanceof OfficeError) || e.status === 0 || e.status >= 500) kept.push(r);
+    }
+  }
+  await state.store.set("officeUnsent", kept);
+  return kept.filter((r) => r.url === state.office.url).length;
+}
+
+/// The back office's open orders, each with a button that charges it.
+async function showOrders() {
+  if (!state.office) {
+    showOfficeForm();
+    return;
+  }
+  $("office-setup").hidden = true;
+  $("office-orders").hidden = false;
+  $("office-line").textContent = `Back office ${state.office.url}`;
+  $("orders-error").textContent = "";
+  const unsent = await sendUnsent();
+  if (unsent) $("orders-error").textContent = `${unsent} payment report(s) could not be sent to the back office yet; they are sent again each time this list is opened.`;
+  const list = $("orders-list");
+  list.replaceChildren(element("li", "Asking the back office…", "hint"));
+  show("orders");
+  let orders;
+  try {
+    orders = await openOrders(state.office);
+  } catch (e) {
+    list.replaceChildren();
+    $("orders-error").textContent = e.message;
+    return;
+  }
+  list.replaceChildren();
+  if (!orders.length) list.append(element("li", "No open orders.", "hint"));
+  for (const o of orders) {
+    const item = element("li");
+    item.dataset.order = String(o.id);
+    item.append(element("b", `${o.label} · ${money(o.outstanding, o.currency_code, o.decimals)}`));
+    const lines = (o.lines ?? []).map((l) => `${l.quantity} × ${l.name}`).join(", ");
+    item.append(element("small", `${o.reference}${lines ? ` · ${lines}` : ""}`));
+    const button = element("button", `Charge ${money(o.outstanding, o.currency_code, o.decimals)}`);
+    button.type = "button";
+    button.addEventListener("click", () => chargeOrder(o));
+    item.append(button);
+    list.append(item);
+  }
+}
+
+const OFFICE_TEXT = {
+  approved: "The back office has the payment: the order is paid.",
+  awaiting_confirmation: "The back office is waiting for the host to confirm this payment before it marks the order paid.",
+  declined: "The back office recorded the payment as not made: the order is still open.",
+  failed: "The back office recorded the payment as not made: the order is still open.",
+  unknown: "The back office keeps the order blocked until this payment's outcome is known.",
+};
+
+/// Takes order `o` at the back office, charges it with its reference, and
+/// tells the back office what the terminal said.
+async function chargeOrder(o) {
+  $("orders-error").textContent = "";
+  if (!state.currency) await refreshInfo();
+  if (!state.currency) {
+    $("orders-error").textContent = "The terminal has not told its currency yet. Try again in a moment.";
+    return;
+  }
+  if (o.currency_code !== state.currency.code) {
+    $("orders-error").textContent = `This order is in ${o.currency_code}; the terminal takes ${state.currency.code}.`;
+    return;
+  }
+  let taken;
+  try {
+    taken = await takeOrder(state.office, o.id, state.pairing.poiId);
+  } catch (e) {
+    $("orders-error").textContent = e.message;
+    return;
+  }
+  const outcome = await charge(taken.amount, taken.reference);
+  $("result-office").textContent = "Telling the back office…";
+  try {
+    const answer = await report(state.office, o.id, taken.payment, outcome);
+    $("result-office").textContent = OFFICE_TEXT[answer.status] ?? `The back office says: ${answer.status}.`;
+  } catch (e) {
+    const why = e instanceof OfficeError ? e.message : String(e);
+    const answered = e instanceof OfficeError && e.status > 0 && e.status < 500;
+    if (!answered) await keepUnsent(o.id, taken.payment, outcome);
+    $("result-office").textContent = answered
+      ? `The back office refused the report (${why}).`
+      : `The back office was not told (${why}): this phone tells it when the Orders list is opened next.`;
+  }
+}
+
 // ---------------------------------------------------------------- screens
 
 function showTerminal() {
@@ -507,10 +660,17 @@ function wire() {
     if (id) lookUp(id);
   });
   $("unpair").addEventListener("click", unpair);
+  $("office-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    submitOffice();
+  });
+  $("orders-refresh").addEventListener("click", showOrders);
+  $("office-forget").addEventListener("click", forgetOffice);
   for (const b of $("tabs").querySelectorAll("button")) {
     b.addEventListener("click", () => {
       const view = b.dataset.view;
       if (view === "history") showHistory();
+      else if (view === "orders") showOrders();
       else if (view === "refund") showRefund();
       else if (view === "terminal") showTerminal();
       else show(view);
@@ -553,6 +713,19 @@ async function main() {
   } catch (e) {
     notice(`This browser keeps no data for this page (${e.message}): pairing is not possible in a private window.`);
     return;
+  }
+  state.office = (await state.store.get("office")) ?? null;
+  // A link from the back office's devices page carries its address and
+  // this phone's token in the fragment (never sent to a server): kept
+  // like the pairing, then taken off the address bar.
+  if (location.hash) {
+    try {
+      const office = officeFromHash(location.hash);
+      if (office) await saveOffice(office);
+    } catch (e) {
+      notice(e.message);
+    }
+    history.replaceState(null, "", location.pathname);
   }
   const pairing = await state.store.pairing();
   if (!pairing) {

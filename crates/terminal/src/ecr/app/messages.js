@@ -341,6 +341,8 @@ export function paymentSummary(payment) {
     maskedPan: card.MaskedPan ?? null,
     brand: card.PaymentBrand ?? null,
     approvalCode: acquirer.ApprovalCode ?? null,
+    acquirerPoiId: acquirer.AcquirerPOIID ?? null,
+    acquirerTransactionId: acquirer.AcquirerTransactionID?.TransactionID ?? null,
     transactionId: poi.TransactionID ?? null,
     transactionTime: poi.TimeStamp ?? null,
     receipt: receiptLines(payment),

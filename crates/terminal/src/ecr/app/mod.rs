@@ -80,6 +80,11 @@ pub const ASSETS: &[Asset] = &[
         body: include_bytes!("store.js"),
     },
     Asset {
+        path: "/app/office.js",
+        content_type: JS,
+        body: include_bytes!("office.js"),
+    },
+    Asset {
         path: "/app/terminal.js",
         content_type: JS,
         body: include_bytes!("terminal.js"),
@@ -104,11 +109,33 @@ pub const ASSETS: &[Asset] = &[
 /// The policy of every page of the app: its own files only, no inline
 /// script or style, no `eval`, Trusted Types for the one script URL it
 /// builds (the service worker's), connections to this origin only (the
-/// nexo endpoint and its WebSocket), never framed.
+/// nexo endpoint and its WebSocket) and the back offices configured
+/// ([`content_security_policy`]), never framed.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self'; connect-src 'self'; manifest-src 'self'; \
     worker-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
     require-trusted-types-for 'script'; trusted-types posnet-app";
+
+/// [`CONTENT_SECURITY_POLICY`] with `back_offices` (origins such as
+/// `http://127.0.0.1:8600`) added to `connect-src`: the back offices whose
+/// open orders the app lists and charges. Each must be a plain origin
+/// (checked by the caller): no space, quote or semicolon.
+pub fn content_security_policy(back_offices: &[String]) -> String {
+    let extra: String = back_offices
+        .iter()
+        .filter(|o| {
+            !o.is_empty()
+                && o.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ":/.-[]".contains(c))
+        })
+        .map(|o| format!(" {o}"))
+        .collect();
+    CONTENT_SECURITY_POLICY.replacen(
+        "connect-src 'self'",
+        &format!("connect-src 'self'{extra}"),
+        1,
+    )
+}
 
 /// Headers on every answer under `/app`.
 pub const SECURITY_HEADERS: &[(&str, &str)] = &[
@@ -124,9 +151,15 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The app's routes, for the endpoint serving `ecr`; merged into the
-/// endpoint's router whatever its state.
-pub fn router<S: Clone + Send + Sync + 'static>(ecr: EcrService) -> Router<S> {
+/// The app's routes, for the endpoint serving `ecr`, allowed to call
+/// `back_offices` besides the endpoint; merged into the endpoint's router
+/// whatever its state.
+pub fn router<S: Clone + Send + Sync + 'static>(
+    ecr: EcrService,
+    back_offices: &[String],
+) -> Router<S> {
+    let policy = HeaderValue::from_str(&content_security_policy(back_offices))
+        .unwrap_or_else(|_| HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     let mut router = Router::new()
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/terminal.json", get(terminal));
@@ -135,7 +168,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(ecr: EcrService) -> Router<S> {
     }
     router
         .route("/app/{*rest}", get(|| async { StatusCode::NOT_FOUND }))
-        .layer(middleware::from_fn(secure))
+        .layer(middleware::from_fn(move |request, next| {
+            secure(policy.clone(), request, next)
+        }))
         .with_state(ecr)
 }
 
@@ -152,7 +187,7 @@ fn file(asset: &Asset) -> Response {
         .into_response()
 }
 
-async fn secure(request: Request, next: Next) -> Response {
+async fn secure(policy: HeaderValue, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
@@ -161,6 +196,7 @@ async fn secure(request: Request, next: Next) -> Response {
             HeaderValue::from_static(value),
         );
     }
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     response
 }
 
@@ -192,4 +228,21 @@ async fn terminal(State(ecr): State<EcrService>) -> Response {
         online: status.online,
     };
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(info)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_offices_are_added_to_connect_src_only() {
+        assert_eq!(content_security_policy(&[]), CONTENT_SECURITY_POLICY);
+        let policy = content_security_policy(&[
+            "http://127.0.0.1:8600".into(),
+            "https://office.example; script-src *".into(),
+        ]);
+        assert!(policy.contains("connect-src 'self' http://127.0.0.1:8600; manifest-src"));
+        assert!(!policy.contains("office.example"), "{policy}");
+        assert!(policy.contains("script-src 'self';"));
+    }
 }

@@ -4,7 +4,7 @@
 // kept copy only when the network fails. Nothing else is kept: nexo
 // messages and the terminal's facts always go to the terminal.
 
-const CACHE = "posnet-app-v1";
+const CACHE = "posnet-app-v2";
 const SHELL = [
   "/app/",
   "/app/app.css",
@@ -13,6 +13,7 @@ const SHELL = [
   "/app/pairing.js",
   "/app/messages.js",
   "/app/store.js",
+  "/app/office.js",
   "/app/terminal.js",
   "/app/manifest.webmanifest",
   "/app/icon.svg",
