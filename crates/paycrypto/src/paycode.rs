@@ -106,6 +106,12 @@ fn digits(text: &str, len: usize) -> Result<(), PaymentCodeError> {
     Ok(())
 }
 
+/// Whether `text` (a code, masked or not) has a payment code's length and
+/// prefix: how a receipt tells a wallet payment from a card's.
+pub fn looks_like_code(text: &str) -> bool {
+    text.len() == LEN && text.starts_with(PREFIX)
+}
+
 /// A parsed payment code; `Debug` hides the one-time code.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PaymentCode {
@@ -248,6 +254,9 @@ mod tests {
         assert!(WalletNumber::parse("12345678").is_err());
         assert!(WalletNumber::parse("+12345678").is_err());
         assert!(WalletNumber::new(1_000_000_000).is_none());
+        assert!(looks_like_code("691000*********5678"));
+        assert!(!looks_like_code("620000*********5678"));
+        assert!(!looks_like_code("691000******5678"));
     }
 
     proptest! {

@@ -150,7 +150,14 @@ impl Receipt {
             Line::Pair("DATE/TIME", date_time(txn.created_at)),
             Line::Rule,
             Line::Text(kind_title(kind, &txn.kind)),
-            Line::Pair("CARD", masked_pan.clone()),
+            Line::Pair(
+                if paycrypto::paycode::looks_like_code(&masked_pan) {
+                    "WALLET"
+                } else {
+                    "CARD"
+                },
+                masked_pan.clone(),
+            ),
         ];
         if moves_money {
             lines.push(Line::Pair("AMOUNT", format!("{currency} {amount_text}")));

@@ -10,7 +10,7 @@
 //! | GET | `/api/status` | display, online, host, pending stored messages |
 //! | GET | `/api/transactions?limit=N` | recent transactions, newest first |
 //! | GET | `/api/transactions/{id}` | one transaction, its history and e-receipt |
-//! | POST | `/api/sale` | `{"amount": minor units, "card": catalog name}` |
+//! | POST | `/api/sale` | `{"amount": minor units, "card": catalog name}` or `{"amount": ..., "qr": payment code}` |
 //! | POST | `/api/settle` | settle the open batch |
 //! | GET | `/api/receipt/{id}?copy=customer\|merchant&format=text\|escpos\|json` | a receipt |
 //!
@@ -18,7 +18,7 @@
 //!
 //! | method | path | |
 //! |---|---|---|
-//! | POST | `/api/present` | `{"card": catalog name}`: present a card to the nexo payment waiting for one (409 when none waits) |
+//! | POST | `/api/present` | `{"card": catalog name}` or `{"qr": payment code}`: present a card to the nexo payment waiting for one (409 when none waits) |
 //! | GET | `/api/pairings` | the pairings, newest first |
 //! | POST | `/api/pairings` | `{"label": "..."}`: pair a phone; answers its pairing code, fingerprint and QR code (SVG and text) |
 //! | POST | `/api/pairings/revoke` | `{"key_identifier": "..."}`: revoke a pairing |
@@ -343,8 +343,12 @@ async fn transaction(
 pub struct SaleRequest {
     /// Minor units.
     pub amount: u64,
-    /// A card of the test catalog.
+    /// A card of the test catalog (ignored when `qr` is given).
+    #[serde(default)]
     pub card: String,
+    /// A wallet payment code to scan instead of a card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
 }
 
 async fn sale(
@@ -352,17 +356,20 @@ async fn sale(
     axum::Json(req): axum::Json<SaleRequest>,
 ) -> Result<axum::Json<serde_json::Value>, ScreenError> {
     let mut reader = SimulatedReader::default();
-    reader.choose(&req.card).map_err(|e| match e {
-        CardError::Unreadable(why) => ScreenError::BadRequest(format!(
-            "{why}; the catalog has {}",
-            CATALOG
-                .iter()
-                .map(|c| c.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        other => ScreenError::BadRequest(other.to_string()),
-    })?;
+    match &req.qr {
+        Some(code) => reader.scan(code),
+        None => reader.choose(&req.card).map_err(|e| match e {
+            CardError::Unreadable(why) => ScreenError::BadRequest(format!(
+                "{why}; the catalog has {}",
+                CATALOG
+                    .iter()
+                    .map(|c| c.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            other => ScreenError::BadRequest(other.to_string()),
+        })?,
+    }
     let txn = TxnRequest {
         kind: TxnKind::Sale,
         amount: req.amount,
@@ -458,17 +465,28 @@ impl App {
 /// A card presented to the nexo payment waiting for one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PresentRequest {
-    /// A card of the test catalog.
+    /// A card of the test catalog (ignored when `qr` is given).
+    #[serde(default)]
     pub card: String,
+    /// A wallet payment code to scan instead of a card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
 }
 
 async fn present(
     State(app): State<App>,
     axum::Json(req): axum::Json<PresentRequest>,
 ) -> Result<axum::Json<serde_json::Value>, ScreenError> {
-    match app.ecr()?.present_card(&req.card) {
-        Ok(()) => Ok(axum::Json(serde_json::json!({ "presented": req.card }))),
-        Err(e @ PresentError::UnknownCard(_)) => Err(ScreenError::BadRequest(e.to_string())),
+    let ecr = app.ecr()?;
+    let (presented, what) = match &req.qr {
+        Some(code) => (ecr.present_code(code), "payment code".to_owned()),
+        None => (ecr.present_card(&req.card), req.card.clone()),
+    };
+    match presented {
+        Ok(()) => Ok(axum::Json(serde_json::json!({ "presented": what }))),
+        Err(e @ (PresentError::UnknownCard(_) | PresentError::NotACode(_))) => {
+            Err(ScreenError::BadRequest(e.to_string()))
+        }
         Err(e @ PresentError::NobodyWaiting) => Err(ScreenError::Conflict(e.to_string())),
     }
 }
@@ -505,11 +523,19 @@ fn qr(text: &str) -> Result<(String, String), ScreenError> {
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(240, 240)
         .build();
-    let text = code
-        .render::<qrcode::render::unicode::Dense1x2>()
+    Ok((svg, text_of(&code)))
+}
+
+fn text_of(code: &qrcode::QrCode) -> String {
+    code.render::<qrcode::render::unicode::Dense1x2>()
         .quiet_zone(true)
-        .build();
-    Ok((svg, text))
+        .build()
+}
+
+/// `text` as a QR code drawn with Unicode half blocks, for a terminal
+/// window (pairing codes, wallet payment codes).
+pub fn text_qr(text: &str) -> Result<String, qrcode::types::QrError> {
+    Ok(text_of(&qrcode::QrCode::new(text.as_bytes())?))
 }
 
 async fn pair(

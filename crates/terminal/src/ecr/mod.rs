@@ -21,7 +21,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tls;
 
-use crate::card::{PresentedCard, TestCard, test_card_named};
+use crate::card::{Presentation, PresentedCard, TestCard, test_card_named};
 use crate::engine::{Method, TxnKind, TxnRequest};
 use crate::journal::{JournalError, TxnRecord};
 use crate::receipt::{self, EReceipt, ReceiptCopy};
@@ -169,6 +169,9 @@ pub enum PresentError {
     /// Not a card of the catalog.
     #[error("no test card named {0:?}")]
     UnknownCard(String),
+    /// Not a wallet payment code.
+    #[error("not a payment code: {0}")]
+    NotACode(String),
     /// No payment is waiting for a card.
     #[error("no payment is waiting for a card")]
     NobodyWaiting,
@@ -205,7 +208,7 @@ struct Inner {
     sessions: Mutex<BTreeMap<String, Option<String>>>,
     running: Mutex<Option<Running>>,
     /// The payment waiting for a card, if any.
-    card: Mutex<Option<oneshot::Sender<&'static TestCard>>>,
+    card: Mutex<Option<oneshot::Sender<Presentation>>>,
     events: broadcast::Sender<Arc<SaleToPoiRequest>>,
 }
 
@@ -969,12 +972,12 @@ impl EcrService {
 
     async fn wait_for_card(
         &self,
-        presented: oneshot::Receiver<&'static TestCard>,
+        presented: oneshot::Receiver<Presentation>,
         abort: oneshot::Receiver<String>,
-    ) -> Result<&'static TestCard, (ErrorCondition, String)> {
+    ) -> Result<Presentation, (ErrorCondition, String)> {
         if let Some(card) = self.inner.config.present_card {
             lock(&self.inner.card).take();
-            return Ok(card);
+            return Ok(Presentation::Card(card));
         }
         let timeout = self.inner.config.card_timeout;
         let result = tokio::select! {
@@ -993,10 +996,23 @@ impl EcrService {
     pub fn present_card(&self, name: &str) -> Result<(), PresentError> {
         let card =
             test_card_named(name).ok_or_else(|| PresentError::UnknownCard(name.to_owned()))?;
+        self.present(Presentation::Card(card))
+    }
+
+    /// Scans wallet payment code `code` for the payment waiting for a card.
+    pub fn present_code(&self, code: &str) -> Result<(), PresentError> {
+        paycrypto::paycode::PaymentCode::parse(code.trim())
+            .map_err(|e| PresentError::NotACode(e.to_string()))?;
+        self.present(Presentation::Code(code.trim().to_owned()))
+    }
+
+    fn present(&self, presentation: Presentation) -> Result<(), PresentError> {
         let waiting = lock(&self.inner.card)
             .take()
             .ok_or(PresentError::NobodyWaiting)?;
-        waiting.send(card).map_err(|_| PresentError::NobodyWaiting)
+        waiting
+            .send(presentation)
+            .map_err(|_| PresentError::NobodyWaiting)
     }
 
     fn abort(&self, header: &MessageHeader, abort: &AbortRequest) {
