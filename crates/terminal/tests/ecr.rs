@@ -1086,6 +1086,19 @@ async fn a_payment_code_presented_through_the_screen_pays_from_the_wallet_once()
     let shown = format!("{sale:?}");
     assert!(shown.contains("WALLET"), "{shown}");
     assert!(
+        !shown.contains("SIGNATURE"),
+        "a code needs no signature: {shown}"
+    );
+    let instrument = payment_body(&sale)
+        .payment_result
+        .as_ref()
+        .unwrap()
+        .payment_instrument_data
+        .as_ref()
+        .unwrap()
+        .payment_instrument_type;
+    assert_eq!(instrument, nexo::wire::PaymentInstrumentType::Mobile);
+    assert!(
         shown.contains(&iso8583::text::mask_pan(&code)) && !shown.contains(&code),
         "{shown}"
     );

@@ -177,6 +177,19 @@ pub enum PresentError {
     NobodyWaiting,
 }
 
+/// Whether `card` is the card or wallet whose masked number is `expected`.
+/// A wallet shows a new payment code each time, so of a code only the
+/// part naming the wallet (its first six digits, as masked) must match.
+fn same_payer(card: &crate::engine::CardData, expected: &str) -> bool {
+    let masked = iso8583::text::mask_pan(&card.pan);
+    let expected = receipt::mask(expected);
+    if card.entry == crate::engine::Entry::Qr {
+        masked.get(..6).is_some() && masked.get(..6) == expected.get(..6)
+    } else {
+        masked == expected
+    }
+}
+
 /// The ECR request handler; cheap to clone.
 #[derive(Clone)]
 pub struct EcrService {
@@ -916,7 +929,7 @@ impl EcrService {
         }
         let presented = card.present();
         if let (Some(expected), Ok(p)) = (card_of, &presented)
-            && iso8583::text::mask_pan(&p.card.pan) != receipt::mask(expected)
+            && !same_payer(&p.card, expected)
         {
             self.show(header, &["Wrong card".to_owned()]);
             return Err((
@@ -1403,5 +1416,33 @@ fn encode(reply: &Reply, key: Option<&NexoKey>) -> Vec<u8> {
             tracing::error!("answer not secured: {e}");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_payer;
+    use crate::engine::{CardData, Entry};
+
+    fn read(pan: &str, entry: Entry) -> CardData {
+        CardData {
+            pan: pan.into(),
+            expiry: String::new(),
+            entry,
+            offline_allowed: false,
+        }
+    }
+
+    #[test]
+    fn a_wallet_is_the_same_payer_whatever_code_it_shows() {
+        // Two codes of wallet 100000001, then one of wallet 200000001.
+        let paid = "691000*********1234";
+        assert!(same_payer(&read("6910000000198765432", Entry::Qr), paid));
+        assert!(!same_payer(&read("6920000000198765432", Entry::Qr), paid));
+        // A card must be the very card.
+        let card = "620000******0005";
+        assert!(same_payer(&read("6200000000000005", Entry::Chip), card));
+        assert!(!same_payer(&read("6200000000000013", Entry::Chip), card));
+        assert!(!same_payer(&read("6910000000198765432", Entry::Chip), paid));
     }
 }
