@@ -1,7 +1,8 @@
 //! Wallet payments by payment code against a real host over mutual TLS:
 //! a code pays once, an expired, forged or unknown one is refused, the
 //! wallet's balance is checked, refunds and reversals go back to the
-//! wallet, and the journal and the merchant's events say `wallet`.
+//! wallet, settlement counts wallet payments like card payments, and the
+//! journal and the merchant's events say `wallet`.
 
 mod common;
 
@@ -135,6 +136,22 @@ async fn a_payment_code_pays_once_and_refunds_and_reversals_go_back_to_the_walle
         ]
         .map(|(k, c, m)| (k.to_string(), c.to_string(), m.to_string()))
     );
+    // Settlement counts the wallet's sale (refunded) and its refund; the
+    // declined and the reversed sales are out of the totals.
+    let settle = t.request(
+        "0500",
+        0,
+        Some(201),
+        &[(48, "000000002500001000000001000001"), (49, "156")],
+    );
+    let settled = t.send(settle).await;
+    assert_eq!(code(&settled), "00");
+    assert_eq!(
+        settled.get_str(48).unwrap().chars().last(),
+        Some('1'),
+        "balanced"
+    );
+
     let conn = h.data.reader().unwrap();
     let payload: String = conn
         .query_row("SELECT payload FROM outbox ORDER BY id LIMIT 1", [], |r| {
