@@ -867,10 +867,10 @@ fn check_card(
 pub const WALLET_SECRET_PURPOSE: &str = "wallet secret";
 
 /// The wallet a payment code names, if the code is its code for now and
-/// was not used before (docs/iso8583-dialect.md, "Wallet payment codes"):
-/// 14 for no such wallet or a code that is not its code, 54 for an
-/// expired code, 94 for a code used before, 05 for a wallet not active.
-/// A valid code is spent here, whatever the sale's outcome.
+/// was not used before (docs/iso8583-dialect.md, "Field 22 and wallet
+/// payment codes"): 14 for no such wallet or a code that is not its code,
+/// 54 for an expired code, 94 for a code used before, 05 for a wallet not
+/// active. A valid code is spent here, whatever the sale's outcome.
 fn check_code(
     tx: &mut SqliteTx<'_>,
     job: &Job,
