@@ -674,6 +674,7 @@ async fn page(State(app): State<App>) -> Result<Response, ScreenError> {
             r#"<section id="nexo">
 <h2>Phones and cash registers</h2>
 <p><label>Card for the nexo payment waiting <select id="present-card">{options}</select></label> <button type="button" id="present">Present card</button></p>
+<p><label>or a wallet's payment code <input id="present-qr" inputmode="numeric" maxlength="19" size="21"></label> <button type="button" id="present-scan">Scan code</button></p>
 <p><button type="button" id="pair">Pair a phone</button></p>
 <p id="nexo-error" role="alert"></p>
 <div id="pairing" hidden><div id="pairing-qr"></div><p>Certificate fingerprint <code id="pairing-fp"></code></p><p>Pairing code (a secret) <code id="pairing-code"></code></p></div>
@@ -720,6 +721,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .25rem .5rem; text-align: left
 <label>Amount <input id="amount" inputmode="decimal" value="12.50" size="10"> <span id="currency">{currency}</span></label>
 <p>Present a test card:</p>
 <div id="cards">{cards}</div>
+<p><label>or scan a wallet's payment code <input id="sale-qr" inputmode="numeric" maxlength="19" size="21"></label> <button type="button" id="sale-scan">Scan code</button></p>
 <p id="error" role="alert"></p>
 <div id="result" hidden><h3 id="result-text"></h3><pre id="receipt"></pre></div>
 </section>
@@ -777,14 +779,14 @@ async function refresh() {{
     statusBusy = false;
   }}
 }}
-async function pay(card) {{
+async function pay(how) {{
   const amount = minorUnits($("amount").value);
   $("error").textContent = "";
   if (amount === null || amount === 0) {{ $("error").textContent = "Enter an amount with at most " + decimals + " decimals."; return; }}
-  const buttons = document.querySelectorAll("#cards button");
+  const buttons = document.querySelectorAll("#cards button, #sale-scan");
   buttons.forEach((b) => b.disabled = true);
   try {{
-    const r = await fetch("/api/sale", {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: JSON.stringify({{ amount, card }}) }});
+    const r = await fetch("/api/sale", {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: JSON.stringify(Object.assign({{ amount }}, how)) }});
     const body = await r.json();
     if (!r.ok) {{ $("error").textContent = body.error; return; }}
     $("result").hidden = false;
@@ -798,7 +800,8 @@ async function pay(card) {{
     refresh();
   }}
 }}
-document.querySelectorAll("#cards button").forEach((b) => b.addEventListener("click", () => pay(b.dataset.card)));
+document.querySelectorAll("#cards button").forEach((b) => b.addEventListener("click", () => pay({{ card: b.dataset.card }})));
+$("sale-scan").addEventListener("click", () => pay({{ qr: $("sale-qr").value.trim() }}));
 async function post(path, body) {{
   const r = await fetch(path, {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: JSON.stringify(body) }});
   const answer = await r.json();
@@ -809,6 +812,11 @@ if ($("present")) {{
   $("present").addEventListener("click", async () => {{
     $("nexo-error").textContent = "";
     try {{ await post("/api/present", {{ card: $("present-card").value }}); }}
+    catch (e) {{ $("nexo-error").textContent = e.message; }}
+  }});
+  $("present-scan").addEventListener("click", async () => {{
+    $("nexo-error").textContent = "";
+    try {{ await post("/api/present", {{ qr: $("present-qr").value.trim() }}); }}
     catch (e) {{ $("nexo-error").textContent = e.message; }}
   }});
   $("pair").addEventListener("click", async () => {{
