@@ -3,14 +3,16 @@
 //! ledger transaction, so accounts, their opening loads and the host's rows
 //! commit together.
 
-use crate::flows::{JobError, ensure_funding, merchant_account};
+use crate::flows::{JobError, WALLET_SECRET_PURPOSE, ensure_funding, merchant_account};
 use crate::issuer::{IssuerKeys, account_id, funding_account, luhn_valid, seal_pan};
 use iso8583::text::mask_pan;
 use ledger::{
-    AccountFlags, AccountKind, Currency, LedgerTx, NewAccount, SqliteTx, TransferId,
+    AccountFlags, AccountKind, Currency, LedgerRead, LedgerTx, NewAccount, SqliteTx, TransferId,
     TransferRequest,
 };
 use paycrypto::dukpt::aes::initial_key;
+use paycrypto::paycode::{self, WalletNumber};
+use paycrypto::totp::Totp;
 use paycrypto::tr31::{Header, Version, wrap};
 use paycrypto::{Bdk, Kbpk, KeyAlgorithm};
 use pki::{Deployment, EnrollmentBundle, MasterKey};
@@ -309,6 +311,193 @@ pub fn set_card_status(
         "UPDATE cards SET status = ?2 WHERE token = ?1",
         params![issuer.token(pan), status],
     )? == 1)
+}
+
+/// A wallet of the closed-loop issuer, paid by payment code.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WalletSpec {
+    /// Wallet number, 9 digits.
+    pub number: String,
+    /// Opening balance, minor units.
+    #[serde(default)]
+    pub balance: u64,
+    /// Largest amount per transaction.
+    pub per_txn_limit: u64,
+    /// Largest total per day.
+    pub daily_limit: u64,
+    /// ISO 4217 numeric currency.
+    pub currency: u16,
+    /// Holder or label.
+    #[serde(default)]
+    pub holder: String,
+}
+
+/// A wallet's TOTP secret, given to its holder once when the wallet is
+/// created (the host keeps it sealed); zeroized on drop, never in `Debug`.
+pub struct WalletSecret(zeroize::Zeroizing<Vec<u8>>);
+
+impl WalletSecret {
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WalletSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WalletSecret(redacted)")
+    }
+}
+
+/// The ledger account of wallet `number`.
+pub fn wallet_account(number: WalletNumber) -> ledger::AccountId {
+    account_id("wallet", &number.to_string())
+}
+
+/// Adds a wallet with its stored-value account, opening load and a fresh
+/// TOTP secret, sealed under the master key. Returns the secret for its
+/// holder; `None` when the wallet already exists (a secret leaves once).
+pub fn add_wallet(
+    tx: &mut SqliteTx<'_>,
+    spec: &WalletSpec,
+    master: &MasterKey,
+    now: i64,
+) -> Result<Option<WalletSecret>, AdminError> {
+    let number = WalletNumber::parse(&spec.number)
+        .map_err(|e| AdminError::Invalid(format!("wallet {:?}: {e}", spec.number)))?;
+    if spec.per_txn_limit == 0 || spec.daily_limit == 0 {
+        return Err(AdminError::Invalid(format!(
+            "wallet {number}: limits must be above 0"
+        )));
+    }
+    let exists: Option<i64> = tx
+        .sql()
+        .query_row(
+            "SELECT 1 FROM wallets WHERE number = ?1",
+            params![number.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_some() {
+        return Ok(None);
+    }
+    let currency = Currency(spec.currency);
+    ensure_funding(tx, currency)?;
+    let account = wallet_account(number);
+    create_account(
+        tx,
+        NewAccount::new(account, currency, AccountKind::Wallet)
+            .flags(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+    )?;
+    let totp = Totp::generate(paycode::ISSUER, &number.to_string())
+        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    tx.sql().execute(
+        "INSERT INTO wallets (number, account_id, secret_sealed, status, per_txn_limit, daily_limit, currency, holder, created_at)
+         VALUES (?1, ?2, ?3, 'active', ?4, ?5, ?6, ?7, ?8)",
+        params![
+            number.to_string(),
+            account.0.to_be_bytes().to_vec(),
+            master.seal(WALLET_SECRET_PURPOSE, totp.secret()),
+            spec.per_txn_limit as i64,
+            spec.daily_limit as i64,
+            spec.currency,
+            spec.holder,
+            now,
+        ],
+    )?;
+    if spec.balance > 0 {
+        fund_wallet(tx, number, spec.balance)?;
+    }
+    Ok(Some(WalletSecret(zeroize::Zeroizing::new(
+        totp.secret().to_vec(),
+    ))))
+}
+
+/// Loads `amount` onto wallet `number` from the funding account. Each load
+/// is a new transfer: a repeated command loads again.
+pub fn fund_wallet(
+    tx: &mut SqliteTx<'_>,
+    number: WalletNumber,
+    amount: u64,
+) -> Result<(), AdminError> {
+    let currency: Option<u16> = tx
+        .sql()
+        .query_row(
+            "SELECT currency FROM wallets WHERE number = ?1",
+            params![number.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(currency) = currency else {
+        return Err(AdminError::Invalid(format!("no wallet {number}")));
+    };
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).expect("operating system random source");
+    let currency = Currency(currency);
+    let request = TransferRequest::single(
+        TransferId(u128::from_be_bytes(id)),
+        funding_account(currency),
+        wallet_account(number),
+        amount,
+        currency,
+    );
+    tx.create_transfer(&request).map_err(|e| match e {
+        ledger::TransferError::Store(e) => AdminError::from(e),
+        other => AdminError::Invalid(format!("wallet {number}: {other}")),
+    })?;
+    Ok(())
+}
+
+/// One row of `posnet host wallet list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletInfo {
+    /// Wallet number.
+    pub number: String,
+    /// `active`, `blocked` or `lost`.
+    pub status: String,
+    /// Available balance, minor units.
+    pub balance: u64,
+    /// ISO 4217 numeric currency.
+    pub currency: u16,
+    /// Holder or label.
+    pub holder: String,
+    /// Step (Unix time / 30) of the last code accepted, if any.
+    pub last_step: Option<i64>,
+}
+
+/// All wallets with their balances, by number.
+pub fn list_wallets(tx: &mut SqliteTx<'_>) -> Result<Vec<WalletInfo>, AdminError> {
+    let rows: Vec<(WalletInfo, Vec<u8>)> = {
+        let mut stmt = tx.sql().prepare(
+            "SELECT number, status, currency, holder, last_step, account_id FROM wallets ORDER BY number",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                WalletInfo {
+                    number: r.get(0)?,
+                    status: r.get(1)?,
+                    balance: 0,
+                    currency: r.get(2)?,
+                    holder: r.get(3)?,
+                    last_step: r.get(4)?,
+                },
+                r.get(5)?,
+            ))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut wallets = Vec::with_capacity(rows.len());
+    for (mut info, account) in rows {
+        let account = <[u8; 16]>::try_from(account.as_slice())
+            .map(|b| ledger::AccountId(u128::from_be_bytes(b)))
+            .map_err(|_| AdminError::Invalid(format!("wallet {}: bad account id", info.number)))?;
+        info.balance = tx
+            .balances(account)?
+            .map(|b| b.available_to_debit())
+            .unwrap_or(0);
+        wallets.push(info);
+    }
+    Ok(wallets)
 }
 
 /// Limits and options of a new terminal.

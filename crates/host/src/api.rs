@@ -359,13 +359,15 @@ pub struct Transaction {
     pub masked_pan: Option<String>,
     /// RRN of the transaction this one voids, refunds, completes or reverses.
     pub original_rrn: Option<String>,
+    /// `card` or `wallet` (a scanned payment code).
+    pub payment_method: String,
     /// Time the host received the request, Unix seconds.
     pub at: i64,
 }
 
 const SELECT_TRANSACTION: &str =
     "SELECT j.id, j.kind, j.state, j.response_code, j.amount, j.currency, j.merchant_id,
-    j.terminal_id, j.stan, j.batch, j.rrn, j.auth_code, j.masked_pan, o.rrn, j.created_at
+    j.terminal_id, j.stan, j.batch, j.rrn, j.auth_code, j.masked_pan, o.rrn, j.created_at, j.method
     FROM journal j LEFT JOIN journal o ON o.id = j.original_id";
 
 fn transaction_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
@@ -387,6 +389,7 @@ fn transaction_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
         masked_pan: r.get(12)?,
         original_rrn: r.get(13)?,
         at: r.get(14)?,
+        payment_method: r.get(15)?,
     })
 }
 

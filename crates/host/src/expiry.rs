@@ -26,6 +26,7 @@ struct DueHold {
     amount: i64,
     currency: u16,
     rrn: String,
+    method: String,
 }
 
 /// Voids up to [`BATCH`] approved pre-authorizations created before
@@ -33,7 +34,7 @@ struct DueHold {
 pub fn sweep(tx: &mut SqliteTx<'_>, now: i64, max_age_secs: i64) -> Result<usize, JobError> {
     let due: Vec<DueHold> = {
         let mut stmt = tx.sql().prepare_cached(
-            "SELECT id, terminal_id, merchant_id, stan, batch, transfer_id, amount, currency, rrn FROM journal
+            "SELECT id, terminal_id, merchant_id, stan, batch, transfer_id, amount, currency, rrn, method FROM journal
              WHERE kind = 'preauth' AND state = 'approved' AND transfer_id IS NOT NULL AND created_at < ?1 ORDER BY id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now - max_age_secs, BATCH], |r| {
@@ -47,6 +48,7 @@ pub fn sweep(tx: &mut SqliteTx<'_>, now: i64, max_age_secs: i64) -> Result<usize
                 amount: r.get(6)?,
                 currency: r.get(7)?,
                 rrn: r.get(8)?,
+                method: r.get(9)?,
             })
         })?;
         rows.collect::<Result<_, _>>()?
@@ -62,6 +64,7 @@ pub fn sweep(tx: &mut SqliteTx<'_>, now: i64, max_age_secs: i64) -> Result<usize
         amount,
         currency,
         rrn,
+        method,
     } in due
     {
         let Some(pending) = id_from(Some(pending)) else {
@@ -86,7 +89,7 @@ pub fn sweep(tx: &mut SqliteTx<'_>, now: i64, max_age_secs: i64) -> Result<usize
             "transaction": {
                 "id": id, "kind": "preauth", "state": "expired", "approved": false,
                 "amount": amount, "currency": currency, "merchant_id": merchant,
-                "terminal_id": terminal, "stan": stan, "batch": batch, "rrn": rrn, "at": now,
+                "terminal_id": terminal, "stan": stan, "batch": batch, "rrn": rrn, "payment_method": method, "at": now,
             }
         });
         tx.sql().execute(

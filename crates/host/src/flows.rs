@@ -12,8 +12,11 @@ use ledger::{
     Currency, LedgerRead, LedgerTx, SqliteTx, TransferId, TransferRejection, TransferRequest,
 };
 use paycrypto::MacKey;
+use paycrypto::paycode::{PaymentCode, PaymentCodeError, Verdict};
+use pki::MasterKey;
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// The transaction a message asks for, from its MTI, processing code (3),
@@ -193,6 +196,20 @@ pub struct CardInput {
     pub masked_pan: String,
     /// Expiry YYMM from field 14 or track 2, when sent.
     pub expiry: Option<String>,
+    /// Set when field 22 says a payment code was scanned: the code, or why
+    /// field 2 is not one. The payment method is then `wallet`.
+    pub code: Option<Result<PaymentCode, PaymentCodeError>>,
+}
+
+impl CardInput {
+    /// `wallet` for a scanned payment code, else `card`.
+    pub fn method(&self) -> &'static str {
+        if self.code.is_some() {
+            "wallet"
+        } else {
+            "card"
+        }
+    }
 }
 
 /// A card whose range an upstream host serves, held only until the request
@@ -256,6 +273,8 @@ pub struct Job {
     pub response_mac: Option<MacKey>,
     /// Seconds between echoes, sent in the parameters.
     pub echo_interval: u32,
+    /// The master key: opens the wallet secrets sealed at rest.
+    pub master: Arc<MasterKey>,
 }
 
 /// A job failed in storage: the batch rolls it back and the terminal gets 96.
@@ -374,9 +393,10 @@ struct MerchantRow {
     fee_bps: u64,
 }
 
+/// A card's or wallet's issuer record (a wallet has no expiry or PIN).
 struct CardRow {
     account: ledger::AccountId,
-    expiry: String,
+    expiry: Option<String>,
     pin_check: Option<Vec<u8>>,
     status: String,
     per_txn_limit: u64,
@@ -784,17 +804,27 @@ fn check_card(
     let Some(input) = &job.card else {
         return Ok(Err("14"));
     };
-    let Some(card) = load_card(tx, &input.token)? else {
+    let card = match &input.code {
+        None => load_card(tx, &input.token)?,
+        Some(Err(_)) => None,
+        Some(Ok(code)) => match check_code(tx, job, code)? {
+            Ok(wallet) => Some(wallet),
+            Err(code) => return Ok(Err(code)),
+        },
+    };
+    let Some(card) = card else {
         return Ok(Err("14"));
     };
     if card.status != "active" {
         return Ok(Err("05"));
     }
-    if card.expiry.as_str() < job.now.yymm.as_str() {
-        return Ok(Err("54"));
-    }
-    if input.expiry.as_ref().is_some_and(|e| *e != card.expiry) {
-        return Ok(Err("14"));
+    if let Some(expiry) = &card.expiry {
+        if expiry.as_str() < job.now.yymm.as_str() {
+            return Ok(Err("54"));
+        }
+        if input.expiry.as_ref().is_some_and(|e| e != expiry) {
+            return Ok(Err("14"));
+        }
     }
     if let Some(expected) = &card.pin_check {
         let ok = job
@@ -831,6 +861,83 @@ fn check_card(
         return Ok(Err("61"));
     }
     Ok(Ok(card))
+}
+
+/// Purpose the wallet secrets are sealed for.
+pub const WALLET_SECRET_PURPOSE: &str = "wallet secret";
+
+/// The wallet a payment code names, if the code is its code for now and
+/// was not used before (docs/iso8583-dialect.md, "Field 22 and wallet
+/// payment codes"): 14 for no such wallet or a code that is not its code,
+/// 54 for an expired code, 94 for a code used before, 05 for a wallet not
+/// active. A valid code is spent here, whatever the sale's outcome.
+fn check_code(
+    tx: &mut SqliteTx<'_>,
+    job: &Job,
+    code: &PaymentCode,
+) -> Result<Result<CardRow, &'static str>, JobError> {
+    let number = code.wallet().to_string();
+    let row = query_row(tx,
+            "SELECT account_id, secret_sealed, status, last_step, per_txn_limit, daily_limit, currency FROM wallets WHERE number = ?1",
+            params![number],
+            |r| {
+                Ok((
+                    CardRow {
+                        account: stored_account(r.get(0)?),
+                        expiry: None,
+                        pin_check: None,
+                        status: r.get(2)?,
+                        per_txn_limit: r.get::<_, i64>(4)? as u64,
+                        daily_limit: r.get::<_, i64>(5)? as u64,
+                        currency: r.get(6)?,
+                    },
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((wallet, sealed, last_step)) = row else {
+        return Ok(Err("14"));
+    };
+    if wallet.status != "active" {
+        return Ok(Err("05"));
+    }
+    let totp = job
+        .master
+        .open(
+            WALLET_SECRET_PURPOSE,
+            &sealed,
+            std::path::Path::new("wallets"),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|secret| {
+            code.wallet()
+                .generator(secret.expose())
+                .map_err(|e| e.to_string())
+        });
+    let totp = match totp {
+        Ok(totp) => totp,
+        Err(e) => {
+            tracing::error!(wallet = %number, "wallet secret unusable: {e}");
+            return Ok(Err("96"));
+        }
+    };
+    let unix = u64::try_from(job.now.unix).unwrap_or(0);
+    let last_step = last_step.and_then(|s| u64::try_from(s).ok());
+    match code.check(&totp, unix, last_step) {
+        Verdict::Valid { step } => {
+            execute(
+                tx,
+                "UPDATE wallets SET last_step = ?2 WHERE number = ?1",
+                params![number, step as i64],
+            )?;
+            Ok(Ok(wallet))
+        }
+        Verdict::Used => Ok(Err("94")),
+        Verdict::Expired => Ok(Err("54")),
+        Verdict::Wrong => Ok(Err("14")),
+    }
 }
 
 fn reversal_recorded(tx: &SqliteTx<'_>, job: &Job) -> Result<bool, JobError> {
@@ -928,7 +1035,7 @@ fn load_card(tx: &SqliteTx<'_>, token: &str) -> Result<Option<CardRow>, JobError
             |r| {
                 Ok(CardRow {
                     account: stored_account(r.get(0)?),
-                    expiry: r.get(1)?,
+                    expiry: Some(r.get(1)?),
                     pin_check: r.get(2)?,
                     status: r.get(3)?,
                     per_txn_limit: r.get::<_, i64>(4)? as u64,
@@ -1072,10 +1179,24 @@ fn record(
     }
     let response = respond(job, decision.code, &extra, None)?;
     let card = job.card.as_ref();
+    // A follow-up (void, refund, reversal...) pays by its original's method.
+    let original: Option<(String, String)> = match decision.original {
+        Some(o) => Some(query_row(
+            tx,
+            "SELECT rrn, method FROM journal WHERE id = ?1",
+            params![o],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?),
+        None => None,
+    };
+    let method = match &original {
+        Some((_, method)) => method.clone(),
+        None => card.map_or("card", CardInput::method).to_string(),
+    };
     execute(tx,
         "INSERT INTO journal (id, terminal_id, merchant_id, mti, stan, batch, kind, amount, currency, card_token, masked_pan,
-           response_code, auth_code, rrn, transfer_id, original_id, state, request_hash, response, created_at, upstream)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+           response_code, auth_code, rrn, transfer_id, original_id, state, request_hash, response, created_at, upstream, method)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         params![
             id,
             job.terminal_id,
@@ -1098,17 +1219,10 @@ fn record(
             response,
             job.now.unix,
             decision.upstream,
+            method,
         ],
     )?;
-    let original_rrn: Option<String> = match decision.original {
-        Some(o) => Some(query_row(
-            tx,
-            "SELECT rrn FROM journal WHERE id = ?1",
-            params![o],
-            |r| r.get(0),
-        )?),
-        None => None,
-    };
+    let original_rrn = original.map(|(rrn, _)| rrn);
     let event = serde_json::json!({
         "event_id": format!("txn-{id}"),
         "type": "transaction",
@@ -1127,6 +1241,7 @@ fn record(
             "rrn": rrn,
             "auth_code": auth,
             "masked_pan": card.map(|c| &c.masked_pan),
+            "payment_method": method,
             "original_rrn": original_rrn,
             "at": job.now.unix,
         }

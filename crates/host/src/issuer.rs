@@ -62,6 +62,11 @@ impl IssuerKeys {
         hex::encode(&hmac(self.token.as_ref(), &[pan.as_bytes()])[..16])
     }
 
+    /// The token of a wallet: its journal rows' card token (daily limits).
+    pub fn wallet_token(&self, number: paycrypto::paycode::WalletNumber) -> String {
+        self.token(&format!("wallet:{number}"))
+    }
+
     /// The PIN check value of a card's PIN, bound to the card's token.
     pub fn pin_check(&self, token: &str, pin: &str) -> [u8; 32] {
         hmac(self.pin.as_ref(), &[token.as_bytes(), b":", pin.as_bytes()])

@@ -14,8 +14,10 @@ use iso8583::text::mask_pan;
 use iso8583::{Field60, Message};
 use ledger::{GroupCommit, SqliteStore};
 use paycrypto::dukpt::aes::{Ksn, MacDirection, mac_key, pin_key, transaction_key_from_bdk};
+use paycrypto::paycode::PaymentCode;
 use paycrypto::pinblock::{Format, Pan, decipher};
 use paycrypto::{Bdk, KeyAlgorithm};
+use pki::MasterKey;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +36,7 @@ pub struct Processor {
     ledger: Arc<GroupCommit<SqliteStore>>,
     bdk: Bdk,
     issuer: Arc<IssuerKeys>,
+    master: Arc<MasterKey>,
     echo_interval: u32,
     metrics: Arc<Metrics>,
     router: Option<Arc<Router>>,
@@ -72,6 +75,12 @@ fn card_data(msg: &Message) -> Option<(String, Option<String>)> {
     Some((pan.to_string(), rest.get(..4).map(str::to_string)))
 }
 
+/// Whether field 22 says the terminal scanned a payment code (PAN entry
+/// mode 03, docs/iso8583-dialect.md).
+fn scanned_code(msg: &Message) -> bool {
+    msg.get_str(22).is_some_and(|mode| mode.starts_with("03"))
+}
+
 /// SHA-256 of what a request asks, without its KSN (62) and MAC (64): a
 /// terminal retrying a reversal or advice under a fresh DUKPT key sends the
 /// same content, and must get the first answer.
@@ -88,11 +97,12 @@ fn content_hash(request: &Message) -> [u8; 32] {
 
 impl Processor {
     /// A processor over `ledger`, deriving terminal keys from `bdk`,
-    /// recording into `metrics`.
+    /// opening wallet secrets with `master`, recording into `metrics`.
     pub fn new(
         ledger: Arc<GroupCommit<SqliteStore>>,
         bdk: Bdk,
         issuer: Arc<IssuerKeys>,
+        master: Arc<MasterKey>,
         echo_interval: u32,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -100,6 +110,7 @@ impl Processor {
             ledger,
             bdk,
             issuer,
+            master,
             echo_interval,
             metrics,
             router: None,
@@ -333,7 +344,20 @@ impl Processor {
         let mut card = None;
         let mut pin_check = None;
         let mut routed = None;
-        if let Some((pan, expiry)) = card_data(&request) {
+        if let Some(field2) = request.pan().filter(|_| scanned_code(&request)) {
+            // A wallet's payment code: no expiry, track, PIN or upstream route.
+            let code = PaymentCode::parse(field2);
+            let token = match &code {
+                Ok(code) => self.issuer.wallet_token(code.wallet()),
+                Err(_) => self.issuer.token(field2),
+            };
+            card = Some(CardInput {
+                token,
+                masked_pan: mask_pan(field2),
+                expiry: None,
+                code: Some(code),
+            });
+        } else if let Some((pan, expiry)) = card_data(&request) {
             let token = self.issuer.token(&pan);
             let route = self
                 .router
@@ -363,6 +387,7 @@ impl Processor {
                 token,
                 masked_pan: mask_pan(&pan),
                 expiry,
+                code: None,
             });
         }
         Ok(Job {
@@ -381,6 +406,7 @@ impl Processor {
             now,
             response_mac,
             echo_interval: self.echo_interval,
+            master: self.master.clone(),
         })
     }
 }

@@ -275,6 +275,7 @@ pub async fn start(data: &HostData, options: &ServeOptions) -> Result<RunningHos
         data.ledger.clone(),
         bdk,
         data.issuer.clone(),
+        data.master.clone(),
         options.echo_interval,
         data.metrics.clone(),
     ));

@@ -126,5 +126,24 @@ CREATE INDEX settlements_terminal_batch ON settlements (terminal_id, batch);
         // time under load. This index serves every lookup that one did.
         "CREATE INDEX journal_card_spend ON journal (card_token, created_at, kind, state, amount);
          DROP INDEX journal_card_time;",
+        // Wallets of the closed-loop issuer, paid by payment code
+        // (paycrypto::paycode): the TOTP secret sealed under the master key,
+        // and the step of the last accepted code, so each code pays once.
+        // The journal names each transaction's payment method.
+        r#"
+CREATE TABLE wallets (
+    number        TEXT PRIMARY KEY CHECK (length(number) = 9),
+    account_id    BLOB NOT NULL UNIQUE CHECK (length(account_id) = 16),
+    secret_sealed BLOB NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('active', 'blocked', 'lost')),
+    last_step     INTEGER,
+    per_txn_limit INTEGER NOT NULL CHECK (per_txn_limit > 0),
+    daily_limit   INTEGER NOT NULL CHECK (daily_limit > 0),
+    currency      INTEGER NOT NULL,
+    holder        TEXT NOT NULL DEFAULT '',
+    created_at    INTEGER NOT NULL
+) STRICT;
+ALTER TABLE journal ADD COLUMN method TEXT NOT NULL DEFAULT 'card' CHECK (method IN ('card', 'wallet'));
+"#,
     ],
 };

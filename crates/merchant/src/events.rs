@@ -60,8 +60,9 @@ pub struct HostTransaction {
     /// RRN of the transaction this one voids, refunds, completes or reverses.
     #[serde(default)]
     pub original_rrn: Option<String>,
-    /// Payment method, when the host names it (`card`, `qr`, ...).
-    #[serde(default)]
+    /// Payment method, when the host names it (`card`, `wallet`): the
+    /// event's `payment_method`.
+    #[serde(default, alias = "payment_method")]
     pub method: Option<String>,
     /// When the host received it, Unix seconds.
     pub at: i64,
@@ -85,7 +86,7 @@ impl From<host::api::Transaction> for HostTransaction {
             auth_code: t.auth_code,
             masked_pan: t.masked_pan,
             original_rrn: t.original_rrn,
-            method: None,
+            method: Some(t.payment_method),
             at: t.at,
         }
     }
@@ -467,6 +468,20 @@ mod tests {
             .unwrap();
         assert_eq!(masked, "620000******0013", "a full number is masked again");
         assert_eq!((four.as_str(), method.as_str(), count), ("0013", "card", 1));
+    }
+
+    #[test]
+    fn the_method_is_the_events_payment_method() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &[]).unwrap();
+        let mut t = sale(1, "approved");
+        t["masked_pan"] = "691000******5678".into();
+        t["payment_method"] = "wallet".into();
+        assert_eq!(record(&store, "txn-1", &t), Recorded::New { applied: true });
+        let method: String = store
+            .read(|c| Ok(c.query_row("SELECT method FROM transactions", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(method, "wallet", "not inferred from the masked number");
     }
 
     #[test]

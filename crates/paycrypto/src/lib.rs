@@ -14,6 +14,8 @@
 //! - [`totp`]: one-time codes from an authenticator app (RFC 6238), each
 //!   accepted once: the supervisor's code and the back office's second
 //!   factor.
+//! - [`paycode`]: wallet payment codes (prefix, wallet number, 8-digit
+//!   TOTP), as a wallet app shows them and the host checks them.
 //!
 //! The primitives (AES, DES/TDES, CMAC, HMAC, SHA-1/SHA-256, PBKDF2, CBC and
 //! the ISO 9797-1 retail MAC) are the RustCrypto crates. The payment schemes
@@ -32,6 +34,7 @@ pub mod dukpt;
 pub mod keys;
 pub mod mac;
 pub mod nexo;
+pub mod paycode;
 pub mod pinblock;
 mod primitives;
 pub mod totp;

@@ -37,6 +37,7 @@ pub enum TotpError {
 pub struct Totp {
     secret: Zeroizing<Vec<u8>>,
     generator: totp_rs::Totp,
+    digits: usize,
 }
 
 impl fmt::Debug for Totp {
@@ -48,9 +49,25 @@ impl fmt::Debug for Totp {
 impl Totp {
     /// The generator of `secret`, shown in apps as `issuer:account`.
     pub fn new(secret: &[u8], issuer: &str, account: &str) -> Result<Self, TotpError> {
+        Self::with_digits(secret, issuer, account, DIGITS)
+    }
+
+    /// [`Totp::new`] with codes of `digits` digits (6 to 8, RFC 4226
+    /// section 5.3): wallet payment codes carry 8.
+    pub fn with_digits(
+        secret: &[u8],
+        issuer: &str,
+        account: &str,
+        digits: usize,
+    ) -> Result<Self, TotpError> {
+        if !(6..=8).contains(&digits) {
+            return Err(TotpError::Parameters(format!(
+                "{digits} digits: use 6 to 8"
+            )));
+        }
         let generator = totp_rs::Builder::new()
             .with_algorithm(totp_rs::Algorithm::SHA1)
-            .with_digits(DIGITS as u8)
+            .with_digits(digits as u8)
             .with_step_duration(STEP_SECS)
             .with_skew(1)
             .with_secret(secret.to_vec())
@@ -61,6 +78,7 @@ impl Totp {
         Ok(Self {
             secret: Zeroizing::new(secret.to_vec()),
             generator,
+            digits,
         })
     }
 
@@ -86,7 +104,7 @@ impl Totp {
     /// than `last_used`. Returns the step it matched, to record as used.
     pub fn verify(&self, code: &str, unix: u64, last_used: Option<u64>) -> Result<u64, TotpError> {
         let code = code.trim();
-        if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+        if code.len() != self.digits || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(TotpError::Wrong);
         }
         match self.generator.check(code, unix) {

@@ -55,6 +55,36 @@ const MAX_AMOUNT: u64 = 500_000;
 /// approved offline under it while the host is away.
 const OFFLINE_FLOOR: &str = "2000";
 
+/// A wallet the demo seeds, paid by payment code (docs/test-cards.md).
+struct DemoWallet {
+    /// `posnet demo code <who>`.
+    who: &'static str,
+    number: &'static str,
+    holder: &'static str,
+    /// Opening balance, minor units.
+    balance: &'static str,
+    /// Its wallet file in the data directory (number and secret, 0600).
+    file: &'static str,
+}
+
+/// The demo's wallets: one to pay with, one holding too little.
+const WALLETS: [DemoWallet; 2] = [
+    DemoWallet {
+        who: "wallet",
+        number: "100000001",
+        holder: "demo wallet",
+        balance: "50000",
+        file: "wallet.json",
+    },
+    DemoWallet {
+        who: "small-wallet",
+        number: "100000002",
+        holder: "demo wallet holding 5.00",
+        balance: "500",
+        file: "small-wallet.json",
+    },
+];
+
 /// Ports without `--port-offset`: each command's own default (the Adyen
 /// terminals' 8443 for the retail counter's nexo endpoint).
 const HOST_PORT: u16 = 5800;
@@ -143,11 +173,13 @@ pub struct DemoArgs {
 #[derive(Subcommand)]
 enum DemoCommand {
     /// Print the current one-time code of the back office's owner login
-    /// (`owner`) or of a terminal's supervisor (`retail`, `restaurant`:
-    /// refunds and reversals). Each code is accepted once.
+    /// (`owner`), of a terminal's supervisor (`retail`, `restaurant`:
+    /// refunds and reversals), or a wallet's payment code (`wallet`,
+    /// `small-wallet`; its QR code goes to standard error). Each code is
+    /// accepted once.
     Code {
         /// Whose code.
-        #[arg(value_parser = ["owner", "retail", "restaurant"])]
+        #[arg(value_parser = ["owner", "retail", "restaurant", "wallet", "small-wallet"])]
         who: String,
         /// Print the secret instead, as the `otpauth://` URI an
         /// authenticator app takes (paste it, or make a QR code of it).
@@ -616,6 +648,37 @@ async fn set_up(posnet: &Posnet, state: &mut State, ports: &Ports, root: &Path) 
             state.mark(&step, root)?;
         }
     }
+    if !state.is_done("wallets") {
+        say("seeding two wallets paid by payment code: posnet host wallet add");
+        for w in &WALLETS {
+            posnet
+                .run(
+                    &[
+                        "host",
+                        "--data-dir",
+                        "host",
+                        "--deployment-dir",
+                        "deployment",
+                        "wallet",
+                        "add",
+                        "--number",
+                        w.number,
+                        "--balance",
+                        w.balance,
+                        "--currency",
+                        &CURRENCY.to_string(),
+                        "--holder",
+                        w.holder,
+                        "--secret-out",
+                        w.file,
+                    ],
+                    &[],
+                    None,
+                )
+                .await?;
+        }
+        state.mark("wallets", root)?;
+    }
     if !state.is_done("catalog") {
         say("filling the back office's catalog: posnet merchant seed --demo");
         posnet
@@ -1040,6 +1103,13 @@ fn print_ready(
         "  {exe} phone --data-dir {} pay 12.50 --currency {CURRENCY_CODE}",
         shell_word(&shown.join("phone").to_string_lossy())
     ));
+    if let Some(retail) = terminals.first() {
+        line("Pay by wallet (the payment code scanned at the retail counter):".to_string());
+        line(format!(
+            "  {exe} terminal --url {} pay --amount 1250 --qr $({exe} demo --data-dir {data} code wallet)",
+            retail.screen
+        ));
+    }
     line(String::new());
     line(
         "Ctrl-C stops everything; run the same command again to resume with the same data."
@@ -1051,6 +1121,16 @@ fn print_ready(
 
 /// Prints the current one-time code of `who`, or its secret's URI.
 fn print_code(data_dir: &Path, who: &str, print_uri: bool) -> Result<()> {
+    if let Some(wallet) = WALLETS.iter().find(|w| w.who == who) {
+        let file = data_dir.join(wallet.file);
+        if !file.exists() {
+            bail!(
+                "the demo in {} has no wallet file yet: let `posnet demo` finish its first run",
+                data_dir.display()
+            );
+        }
+        return crate::wallet_cmd::print_code(&crate::wallet_cmd::WalletFile::current_code(&file)?);
+    }
     let state = State::load(data_dir)?.with_context(|| {
         format!(
             "no posnet demo in {}: run `posnet demo` first",

@@ -193,6 +193,49 @@ enum HostCommand {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Wallets of the closed-loop issuer, paid by payment code.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// Create a wallet and write its holder's wallet file (number and
+    /// secret, 0600): the only time the secret leaves the host.
+    Add {
+        /// Wallet number, 9 digits (random when not given).
+        #[arg(long)]
+        number: Option<String>,
+        /// Opening balance, minor units.
+        #[arg(long, default_value_t = 0)]
+        balance: u64,
+        /// Largest amount per payment, minor units.
+        #[arg(long, default_value_t = 50_000)]
+        per_txn_limit: u64,
+        /// Largest total per day, minor units.
+        #[arg(long, default_value_t = 200_000)]
+        daily_limit: u64,
+        /// ISO 4217 numeric currency.
+        #[arg(long, default_value_t = 156)]
+        currency: u16,
+        /// Holder or label.
+        #[arg(long, default_value = "")]
+        holder: String,
+        /// Where to write the wallet file (for `posnet wallet code`).
+        #[arg(long)]
+        secret_out: PathBuf,
+    },
+    /// Load value onto a wallet from the funding account.
+    Fund {
+        /// Wallet number.
+        number: String,
+        /// Amount, minor units.
+        amount: u64,
+    },
+    /// List wallets with their balances as JSON lines.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -317,6 +360,10 @@ pub fn run_host(args: HostArgs) -> Result<()> {
                 println!("{}", serde_json::json!({ "terminal_id": id, "status": status }));
                 Ok(())
             }
+            HostCommand::Wallet { command } => {
+                let data = open(&config, args.master.load_for(&config.deployment_dir)?)?;
+                wallet(&data, command).await
+            }
             HostCommand::Accounts { command } => {
                 let data = open(&config, args.master.load_for(&config.deployment_dir)?)?;
                 match command {
@@ -356,6 +403,70 @@ pub fn run_host(args: HostArgs) -> Result<()> {
             }
         }
     })
+}
+
+/// Runs `posnet host wallet`.
+async fn wallet(data: &HostData, command: WalletCommand) -> Result<()> {
+    let master = data.master.clone();
+    match command {
+        WalletCommand::Add {
+            number,
+            balance,
+            per_txn_limit,
+            daily_limit,
+            currency,
+            holder,
+            secret_out,
+        } => {
+            let number = match number {
+                Some(n) => n,
+                None => format!(
+                    "{:09}",
+                    u32::from_be_bytes(
+                        pki::Secret::random(4).expose().try_into().expect("4 bytes")
+                    ) % 1_000_000_000
+                ),
+            };
+            let spec = admin::WalletSpec {
+                number: number.clone(),
+                balance,
+                per_txn_limit,
+                daily_limit,
+                currency,
+                holder,
+            };
+            let now = now();
+            let Some(secret) = data
+                .ledger
+                .submit(move |tx| admin::add_wallet(tx, &spec, &master, now))
+                .await?
+            else {
+                bail!("wallet {number} exists; its secret was given when it was made");
+            };
+            crate::wallet_cmd::WalletFile::write(&secret_out, &number, secret.expose())?;
+            println!(
+                "{}",
+                serde_json::json!({ "wallet": number, "balance": balance, "wallet_file": secret_out })
+            );
+        }
+        WalletCommand::Fund { number, amount } => {
+            let wallet = paycrypto::paycode::WalletNumber::parse(&number)
+                .with_context(|| format!("wallet {number:?}"))?;
+            data.ledger
+                .submit(move |tx| admin::fund_wallet(tx, wallet, amount))
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({ "wallet": number, "funded": amount })
+            );
+        }
+        WalletCommand::List => {
+            for w in data.ledger.submit(admin::list_wallets).await? {
+                println!("{}", serde_json::to_string(&w)?);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: HostConfig, master: MasterKey) -> Result<()> {

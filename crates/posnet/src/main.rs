@@ -15,6 +15,7 @@ mod iso8583_cmd;
 mod merchant_cmd;
 mod phone_cmd;
 mod terminal_cmd;
+mod wallet_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Payment cryptography calculator: DUKPT, PIN blocks, MACs, TR-31, KCVs, nexo.
     Crypto(crypto_cmd::CryptoArgs),
+    /// A wallet holder's side: show the wallet's payment code to scan.
+    Wallet(wallet_cmd::WalletArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Terminal(args) => terminal_cmd::run(args),
         Command::Merchant(args) => merchant_cmd::run(args),
         Command::Phone(args) => phone_cmd::run(args),
+        Command::Wallet(args) => wallet_cmd::run(args),
         #[cfg(unix)]
         Command::Demo(args) => demo_cmd::run(args),
         #[cfg(unix)]

@@ -72,11 +72,15 @@ enum TerminalCommand {
         #[command(flatten)]
         nexo: Box<NexoArgs>,
     },
-    /// Present a test card to the nexo payment waiting for one.
+    /// Present a test card, or a wallet's payment code as if scanned, to
+    /// the nexo payment waiting for one.
     Present {
         /// Test card name.
+        #[arg(long, required_unless_present = "qr", conflicts_with = "qr")]
+        card: Option<String>,
+        /// A wallet payment code (`posnet wallet code`, `posnet demo code wallet`).
         #[arg(long)]
-        card: String,
+        qr: Option<String>,
     },
     /// Pair a phone or cash register: prints its pairing code (a secret:
     /// it carries the passphrase) as a QR code and as text, and the
@@ -104,14 +108,18 @@ enum TerminalCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// A sale with a card of the test catalog (docs/test-cards.md).
+    /// A sale with a card of the test catalog (docs/test-cards.md) or a
+    /// wallet's payment code, scanned.
     Pay {
         /// Amount in minor units (1250 is 12.50 CNY).
         #[arg(long)]
         amount: u64,
         /// Test card name.
+        #[arg(long, required_unless_present = "qr", conflicts_with = "qr")]
+        card: Option<String>,
+        /// A wallet payment code (`posnet wallet code`, `posnet demo code wallet`).
         #[arg(long)]
-        card: String,
+        qr: Option<String>,
     },
     /// Settle the open batch (with batch upload when the host's totals differ).
     Settle,
@@ -219,8 +227,9 @@ pub fn run(args: TerminalArgs) -> Result<()> {
                 };
                 serve(bundle, transport_key_file, options, screen_listen, nexo).await
             }
-            TerminalCommand::Present { card } => {
-                let body = serde_json::to_value(PresentRequest { card })?;
+            TerminalCommand::Present { card, qr } => {
+                let card = card.unwrap_or_default();
+                let body = serde_json::to_value(PresentRequest { card, qr })?;
                 print_json(&api.post("/api/present", &body).await?)
             }
             TerminalCommand::Pair { label } => {
@@ -274,8 +283,9 @@ pub fn run(args: TerminalArgs) -> Result<()> {
                 }
                 Ok(())
             }
-            TerminalCommand::Pay { amount, card } => {
-                let body = serde_json::to_value(SaleRequest { amount, card })?;
+            TerminalCommand::Pay { amount, card, qr } => {
+                let card = card.unwrap_or_default();
+                let body = serde_json::to_value(SaleRequest { amount, card, qr })?;
                 print_json(&api.post("/api/sale", &body).await?)
             }
             TerminalCommand::Settle => {

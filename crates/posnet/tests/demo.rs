@@ -3,7 +3,10 @@
 //! a deployment and says when it is ready; the payment command it prints
 //! goes through the retail counter to the host, whose merchant API lists
 //! it, and reaches the back office, where the owner login it prints (with
-//! the code `posnet demo code owner` gives) finds it. Ctrl-C stops it
+//! the code `posnet demo code owner` gives) finds it. The wallet payment
+//! it prints (a payment code from `posnet demo code wallet`, scanned at
+//! the retail counter) is approved and recorded as a wallet payment; the
+//! small wallet's is declined for insufficient funds. Ctrl-C stops it
 //! cleanly; started again it resumes with the same logins and pairings,
 //! the printed command pays again, the cashier login finds that payment,
 //! and nothing was seeded or paired twice.
@@ -184,6 +187,18 @@ fn pay(dir: &Path, demo: &Demo) -> String {
     rest.split(',').next().unwrap().to_string()
 }
 
+/// Pays 12.50 by wallet with the printed command, at the retail counter,
+/// from the wallet `who` (`wallet` as printed, or `small-wallet`); the
+/// terminal's answer.
+fn pay_by_wallet(dir: &Path, demo: &Demo, who: &str) -> serde_json::Value {
+    let mut lines = demo.output.lines();
+    lines.find(|l| l.starts_with("Pay by wallet"));
+    let command = lines.next().unwrap().trim();
+    assert!(command.ends_with(" code wallet)"), "{command}");
+    let command = command.replace(" code wallet)", &format!(" code {who})"));
+    serde_json::from_str(&shell(dir, &command)).unwrap()
+}
+
 /// The host's transactions through its merchant API, with the key the
 /// demo made.
 async fn host_transactions(demo: &Demo, dir: &Path) -> Vec<serde_json::Value> {
@@ -244,8 +259,8 @@ async fn log_in(base: &str, name: &str, password: &str, code: &str) -> String {
 }
 
 /// Waits until the back office's page `path` shows `text` (the host's
-/// webhook arrives on its own time).
-async fn wait_for_page(base: &str, session: &str, path: &str, text: &str) {
+/// webhook arrives on its own time); the page.
+async fn wait_for_page(base: &str, session: &str, path: &str, text: &str) -> String {
     let deadline = Instant::now() + WEBHOOK_TIMEOUT;
     loop {
         let page = reqwest::Client::new()
@@ -257,7 +272,7 @@ async fn wait_for_page(base: &str, session: &str, path: &str, text: &str) {
         assert!(page.status().is_success(), "{path}: {}", page.status());
         let body = page.text().await.unwrap();
         if body.contains(text) {
-            return;
+            return body;
         }
         assert!(
             Instant::now() < deadline,
@@ -288,6 +303,31 @@ fn a_payment_travels_from_the_phone_to_the_back_office_and_the_demo_resumes() {
 
     let txns = rt.block_on(host_transactions(&demo, dir));
     assert_eq!(txns.len(), 1, "{txns:?}");
+    let wallet = pay_by_wallet(dir, &demo, "wallet");
+    assert_eq!(wallet["state"], "approved", "{wallet}");
+    let receipt_lines = wallet["receipt"]["lines"].to_string();
+    assert!(receipt_lines.contains("WALLET"), "{receipt_lines}");
+    let wallet_approval = wallet["receipt"]["auth_code"].as_str().unwrap().to_string();
+    let small = pay_by_wallet(dir, &demo, "small-wallet");
+    assert_eq!(small["state"], "declined", "{small}");
+    assert!(
+        small["result"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("insufficient"),
+        "{small}"
+    );
+    for file in ["wallet.json", "small-wallet.json"] {
+        let mode = std::fs::metadata(dir.join("posnet-data").join(file))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600,
+            "{file}"
+        );
+    }
     let t = &txns[0];
     assert_eq!(
         (&t["kind"], &t["state"], &t["amount"], &t["terminal_id"]),
@@ -308,6 +348,12 @@ fn a_payment_travels_from_the_phone_to_the_back_office_and_the_demo_resumes() {
     rt.block_on(async {
         let session = log_in(&base, "owner", &owner_password, code.trim()).await;
         wait_for_page(&base, &session, "export.csv", &approval).await;
+        // The back office records the method the host's event names.
+        let csv = wait_for_page(&base, &session, "export.csv", &wallet_approval).await;
+        let row = csv.lines().find(|l| l.contains(&wallet_approval)).unwrap();
+        assert!(row.split(',').any(|field| field == "wallet"), "{row}");
+        let row = csv.lines().find(|l| l.contains(&approval)).unwrap();
+        assert!(row.split(',').any(|field| field == "card"), "{row}");
     });
     let first = demo.interrupt();
 
@@ -329,7 +375,7 @@ fn a_payment_travels_from_the_phone_to_the_back_office_and_the_demo_resumes() {
         "same logins, pairings and ports"
     );
     let approval_2 = pay(dir, &demo);
-    assert_eq!(rt.block_on(host_transactions(&demo, dir)).len(), 2);
+    assert_eq!(rt.block_on(host_transactions(&demo, dir)).len(), 4);
     let cashier_password = demo.word_after("cashier  password ");
     rt.block_on(async {
         let session = log_in(&base, "cashier", &cashier_password, "").await;
@@ -377,4 +423,5 @@ fn a_payment_travels_from_the_phone_to_the_back_office_and_the_demo_resumes() {
     assert_eq!(count("merchants"), 1);
     assert_eq!(count("cards"), cards.len() as i64);
     assert_eq!(count("terminals"), 2);
+    assert_eq!(count("wallets"), 2);
 }

@@ -4,6 +4,7 @@
 
 use crate::engine::{CardData, Entry};
 use paycrypto::PinKey;
+use paycrypto::paycode::PaymentCode;
 use paycrypto::pinblock::{Format, Pan, Pin, PinBlockError, encipher, encode};
 
 /// Reading a card failed.
@@ -185,21 +186,73 @@ impl TestCard {
     }
 }
 
-/// A simulated reader: presents the catalog card chosen last (by tests,
-/// the demo, the phone or the terminal's screen page).
+/// A wallet's payment code as the scanner reads it from the wallet app's
+/// QR code or barcode (docs/test-cards.md): no expiry, track or PIN.
+pub fn scanned_code(text: &str) -> Result<PresentedCard, CardError> {
+    let code = PaymentCode::parse(text.trim())
+        .map_err(|e| CardError::Unreadable(format!("not a payment code: {e}")))?;
+    Ok(PresentedCard {
+        card: CardData {
+            pan: code.to_string(),
+            expiry: String::new(),
+            entry: Entry::Qr,
+            offline_allowed: false,
+        },
+        pin: None,
+    })
+}
+
+/// What the customer holds to the reader: a card of the test catalog or
+/// a wallet app showing a payment code.
+#[derive(Clone)]
+pub enum Presentation {
+    /// A catalog card.
+    Card(&'static TestCard),
+    /// A payment code, as scanned.
+    Code(String),
+}
+
+impl std::fmt::Debug for Presentation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Presentation::Card(card) => write!(f, "Card({})", card.name),
+            Presentation::Code(code) => {
+                write!(f, "Code({})", iso8583::text::mask_pan(code))
+            }
+        }
+    }
+}
+
+impl Presentation {
+    /// What the simulated reader delivers for it.
+    pub fn present(&self) -> Result<PresentedCard, CardError> {
+        match self {
+            Presentation::Card(card) => card.present(),
+            Presentation::Code(code) => scanned_code(code),
+        }
+    }
+}
+
+/// A simulated reader: presents the catalog card chosen or the payment
+/// code scanned last (by tests, the demo, the phone or the terminal's
+/// screen page).
 #[derive(Debug, Default)]
 pub struct SimulatedReader {
-    next: Option<&'static TestCard>,
+    next: Option<Presentation>,
 }
 
 impl SimulatedReader {
     /// Chooses the card the next read presents.
     pub fn choose(&mut self, name: &str) -> Result<(), CardError> {
-        self.next = Some(
-            test_card_named(name)
-                .ok_or_else(|| CardError::Unreadable(format!("no test card named {name:?}")))?,
-        );
+        self.next = Some(Presentation::Card(test_card_named(name).ok_or_else(
+            || CardError::Unreadable(format!("no test card named {name:?}")),
+        )?));
         Ok(())
+    }
+
+    /// Makes the next read a scan of payment code `code`.
+    pub fn scan(&mut self, code: &str) {
+        self.next = Some(Presentation::Code(code.to_string()));
     }
 }
 

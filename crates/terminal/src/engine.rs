@@ -167,16 +167,20 @@ pub enum Entry {
     Contactless,
     /// Keyed by the cashier.
     Manual,
+    /// A wallet's payment code scanned from a QR code or barcode.
+    Qr,
 }
 
 impl Entry {
-    /// Field 22 (point-of-service entry mode), PIN capability 1 (can accept a PIN).
+    /// Field 22 (point-of-service entry mode): PIN capability 1 (can
+    /// accept a PIN) for cards, 2 (cannot) for a scanned payment code.
     pub fn pos_entry_mode(self) -> &'static str {
         match self {
             Entry::Swipe => "021",
             Entry::Chip => "051",
             Entry::Contactless => "071",
             Entry::Manual => "011",
+            Entry::Qr => "032",
         }
     }
 }
@@ -271,8 +275,14 @@ pub fn route(
     offline_pending: u64,
     today_yymm: &str,
 ) -> Result<Route, Refusal> {
-    if !params.methods.contains(&req.method) {
-        return Err(Refusal::MethodNotEnabled(req.method));
+    // A scanned payment code pays by QR whatever the request named.
+    let method = if card.entry == Entry::Qr {
+        Method::Qr
+    } else {
+        req.method
+    };
+    if !params.methods.contains(&method) {
+        return Err(Refusal::MethodNotEnabled(method));
     }
     if req.kind != TxnKind::Balance && (req.amount == 0 || req.amount > params.max_amount) {
         return Err(Refusal::AmountOutsideLimits {
@@ -283,13 +293,16 @@ pub fn route(
     if req.kind.needs_original() && req.original.is_none() {
         return Err(Refusal::OriginalRequired);
     }
-    if card.expiry.len() != 4 || !card.expiry.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Refusal::CardUnreadable("expiry is not YYMM".into()));
-    }
-    if card.expiry.as_str() < today_yymm {
-        return Err(Refusal::CardExpired {
-            expiry: card.expiry.clone(),
-        });
+    // A payment code has no expiry: the host checks its time step.
+    if card.entry != Entry::Qr {
+        if card.expiry.len() != 4 || !card.expiry.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Refusal::CardUnreadable("expiry is not YYMM".into()));
+        }
+        if card.expiry.as_str() < today_yymm {
+            return Err(Refusal::CardExpired {
+                expiry: card.expiry.clone(),
+            });
+        }
     }
     if online {
         return Ok(Route::Online);

@@ -139,8 +139,10 @@ impl Receipt {
         let result = result_text(txn);
         let approved = matches!(txn.state.as_str(), "approved" | "approved_offline");
         let moves_money = kind.is_some_and(|k| k != TxnKind::Balance);
+        // A wallet's one-time code authenticates its holder: no signature.
+        let wallet = paycrypto::paycode::looks_like_code(&masked_pan);
         let signature_required =
-            copy == ReceiptCopy::Merchant && approved && moves_money && !pin_verified;
+            copy == ReceiptCopy::Merchant && approved && moves_money && !pin_verified && !wallet;
         let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(clean);
 
         let mut lines = vec![
@@ -150,7 +152,7 @@ impl Receipt {
             Line::Pair("DATE/TIME", date_time(txn.created_at)),
             Line::Rule,
             Line::Text(kind_title(kind, &txn.kind)),
-            Line::Pair("CARD", masked_pan.clone()),
+            Line::Pair(if wallet { "WALLET" } else { "CARD" }, masked_pan.clone()),
         ];
         if moves_money {
             lines.push(Line::Pair("AMOUNT", format!("{currency} {amount_text}")));

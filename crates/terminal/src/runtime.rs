@@ -5,7 +5,7 @@
 
 use crate::card::{CardReader, PresentedCard, pin_block};
 use crate::engine::{
-    self, Exchange, Method, Outcome, Params, Refusal, Reply, ReversalAction, Route, SafAck,
+    self, Entry, Exchange, Method, Outcome, Params, Refusal, Reply, ReversalAction, Route, SafAck,
     SafKind, Totals, TxnKind, TxnRequest, saf_ack,
 };
 use crate::journal::{Journal, JournalError, TxnRecord};
@@ -667,9 +667,11 @@ impl Terminal {
         request
             .set(2, &presented.card.pan)
             .set(3, pc)
-            .set(14, &presented.card.expiry)
             .set(22, presented.card.entry.pos_entry_mode())
             .set(25, cond);
+        if presented.card.entry != Entry::Qr {
+            request.set(14, &presented.card.expiry);
+        }
         request.set(49, format!("{:03}", params.currency));
         if req.kind != TxnKind::Balance {
             request

@@ -10,7 +10,7 @@
 //! | GET | `/api/status` | display, online, host, pending stored messages |
 //! | GET | `/api/transactions?limit=N` | recent transactions, newest first |
 //! | GET | `/api/transactions/{id}` | one transaction, its history and e-receipt |
-//! | POST | `/api/sale` | `{"amount": minor units, "card": catalog name}` |
+//! | POST | `/api/sale` | `{"amount": minor units, "card": catalog name}` or `{"amount": ..., "qr": payment code}` |
 //! | POST | `/api/settle` | settle the open batch |
 //! | GET | `/api/receipt/{id}?copy=customer\|merchant&format=text\|escpos\|json` | a receipt |
 //!
@@ -18,7 +18,7 @@
 //!
 //! | method | path | |
 //! |---|---|---|
-//! | POST | `/api/present` | `{"card": catalog name}`: present a card to the nexo payment waiting for one (409 when none waits) |
+//! | POST | `/api/present` | `{"card": catalog name}` or `{"qr": payment code}`: present a card to the nexo payment waiting for one (409 when none waits) |
 //! | GET | `/api/pairings` | the pairings, newest first |
 //! | POST | `/api/pairings` | `{"label": "..."}`: pair a phone; answers its pairing code, fingerprint and QR code (SVG and text) |
 //! | POST | `/api/pairings/revoke` | `{"key_identifier": "..."}`: revoke a pairing |
@@ -343,8 +343,12 @@ async fn transaction(
 pub struct SaleRequest {
     /// Minor units.
     pub amount: u64,
-    /// A card of the test catalog.
+    /// A card of the test catalog (ignored when `qr` is given).
+    #[serde(default)]
     pub card: String,
+    /// A wallet payment code to scan instead of a card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
 }
 
 async fn sale(
@@ -352,17 +356,20 @@ async fn sale(
     axum::Json(req): axum::Json<SaleRequest>,
 ) -> Result<axum::Json<serde_json::Value>, ScreenError> {
     let mut reader = SimulatedReader::default();
-    reader.choose(&req.card).map_err(|e| match e {
-        CardError::Unreadable(why) => ScreenError::BadRequest(format!(
-            "{why}; the catalog has {}",
-            CATALOG
-                .iter()
-                .map(|c| c.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        other => ScreenError::BadRequest(other.to_string()),
-    })?;
+    match &req.qr {
+        Some(code) => reader.scan(code),
+        None => reader.choose(&req.card).map_err(|e| match e {
+            CardError::Unreadable(why) => ScreenError::BadRequest(format!(
+                "{why}; the catalog has {}",
+                CATALOG
+                    .iter()
+                    .map(|c| c.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            other => ScreenError::BadRequest(other.to_string()),
+        })?,
+    }
     let txn = TxnRequest {
         kind: TxnKind::Sale,
         amount: req.amount,
@@ -458,17 +465,28 @@ impl App {
 /// A card presented to the nexo payment waiting for one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PresentRequest {
-    /// A card of the test catalog.
+    /// A card of the test catalog (ignored when `qr` is given).
+    #[serde(default)]
     pub card: String,
+    /// A wallet payment code to scan instead of a card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
 }
 
 async fn present(
     State(app): State<App>,
     axum::Json(req): axum::Json<PresentRequest>,
 ) -> Result<axum::Json<serde_json::Value>, ScreenError> {
-    match app.ecr()?.present_card(&req.card) {
-        Ok(()) => Ok(axum::Json(serde_json::json!({ "presented": req.card }))),
-        Err(e @ PresentError::UnknownCard(_)) => Err(ScreenError::BadRequest(e.to_string())),
+    let ecr = app.ecr()?;
+    let (presented, what) = match &req.qr {
+        Some(code) => (ecr.present_code(code), "payment code".to_owned()),
+        None => (ecr.present_card(&req.card), req.card.clone()),
+    };
+    match presented {
+        Ok(()) => Ok(axum::Json(serde_json::json!({ "presented": what }))),
+        Err(e @ (PresentError::UnknownCard(_) | PresentError::NotACode(_))) => {
+            Err(ScreenError::BadRequest(e.to_string()))
+        }
         Err(e @ PresentError::NobodyWaiting) => Err(ScreenError::Conflict(e.to_string())),
     }
 }
@@ -505,11 +523,19 @@ fn qr(text: &str) -> Result<(String, String), ScreenError> {
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(240, 240)
         .build();
-    let text = code
-        .render::<qrcode::render::unicode::Dense1x2>()
+    Ok((svg, text_of(&code)))
+}
+
+fn text_of(code: &qrcode::QrCode) -> String {
+    code.render::<qrcode::render::unicode::Dense1x2>()
         .quiet_zone(true)
-        .build();
-    Ok((svg, text))
+        .build()
+}
+
+/// `text` as a QR code drawn with Unicode half blocks, for a terminal
+/// window (pairing codes, wallet payment codes).
+pub fn text_qr(text: &str) -> Result<String, qrcode::types::QrError> {
+    Ok(text_of(&qrcode::QrCode::new(text.as_bytes())?))
 }
 
 async fn pair(
@@ -648,6 +674,7 @@ async fn page(State(app): State<App>) -> Result<Response, ScreenError> {
             r#"<section id="nexo">
 <h2>Phones and cash registers</h2>
 <p><label>Card for the nexo payment waiting <select id="present-card">{options}</select></label> <button type="button" id="present">Present card</button></p>
+<p><label>or a wallet's payment code <input id="present-qr" inputmode="numeric" maxlength="19" size="21"></label> <button type="button" id="present-scan">Scan code</button></p>
 <p><button type="button" id="pair">Pair a phone</button></p>
 <p id="nexo-error" role="alert"></p>
 <div id="pairing" hidden><div id="pairing-qr"></div><p>Certificate fingerprint <code id="pairing-fp"></code></p><p>Pairing code (a secret) <code id="pairing-code"></code></p></div>
@@ -694,6 +721,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: .25rem .5rem; text-align: left
 <label>Amount <input id="amount" inputmode="decimal" value="12.50" size="10"> <span id="currency">{currency}</span></label>
 <p>Present a test card:</p>
 <div id="cards">{cards}</div>
+<p><label>or scan a wallet's payment code <input id="sale-qr" inputmode="numeric" maxlength="19" size="21"></label> <button type="button" id="sale-scan">Scan code</button></p>
 <p id="error" role="alert"></p>
 <div id="result" hidden><h3 id="result-text"></h3><pre id="receipt"></pre></div>
 </section>
@@ -751,14 +779,14 @@ async function refresh() {{
     statusBusy = false;
   }}
 }}
-async function pay(card) {{
+async function pay(how) {{
   const amount = minorUnits($("amount").value);
   $("error").textContent = "";
   if (amount === null || amount === 0) {{ $("error").textContent = "Enter an amount with at most " + decimals + " decimals."; return; }}
-  const buttons = document.querySelectorAll("#cards button");
+  const buttons = document.querySelectorAll("#cards button, #sale-scan");
   buttons.forEach((b) => b.disabled = true);
   try {{
-    const r = await fetch("/api/sale", {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: JSON.stringify({{ amount, card }}) }});
+    const r = await fetch("/api/sale", {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: JSON.stringify(Object.assign({{ amount }}, how)) }});
     const body = await r.json();
     if (!r.ok) {{ $("error").textContent = body.error; return; }}
     $("result").hidden = false;
@@ -772,7 +800,8 @@ async function pay(card) {{
     refresh();
   }}
 }}
-document.querySelectorAll("#cards button").forEach((b) => b.addEventListener("click", () => pay(b.dataset.card)));
+document.querySelectorAll("#cards button").forEach((b) => b.addEventListener("click", () => pay({{ card: b.dataset.card }})));
+$("sale-scan").addEventListener("click", () => pay({{ qr: $("sale-qr").value.trim() }}));
 async function post(path, body) {{
   const r = await fetch(path, {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: JSON.stringify(body) }});
   const answer = await r.json();
@@ -783,6 +812,11 @@ if ($("present")) {{
   $("present").addEventListener("click", async () => {{
     $("nexo-error").textContent = "";
     try {{ await post("/api/present", {{ card: $("present-card").value }}); }}
+    catch (e) {{ $("nexo-error").textContent = e.message; }}
+  }});
+  $("present-scan").addEventListener("click", async () => {{
+    $("nexo-error").textContent = "";
+    try {{ await post("/api/present", {{ qr: $("present-qr").value.trim() }}); }}
     catch (e) {{ $("nexo-error").textContent = e.message; }}
   }});
   $("pair").addEventListener("click", async () => {{

@@ -1020,3 +1020,104 @@ async fn the_screen_pairs_presents_cards_and_keeps_its_origin_checks() {
     .unwrap();
     reject_of(&phone.send_bytes(sealed.as_bytes()).await);
 }
+
+/// A wallet's payment code scanned for a nexo payment — what `posnet
+/// terminal present --qr` sends the screen — pays from the wallet at the
+/// host, once: the same code for the next payment is declined 94. The
+/// receipt says WALLET; the host's journal says wallet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_code_presented_through_the_screen_pays_from_the_wallet_once() {
+    let w = World::start(EcrConfig::default(), false).await;
+    let data = &w.bed.host.data;
+    let spec = host::admin::WalletSpec {
+        number: "100000007".into(),
+        balance: 5_000,
+        per_txn_limit: 50_000,
+        daily_limit: 100_000,
+        currency: 156,
+        holder: String::new(),
+    };
+    let master = data.master.clone();
+    let secret = data
+        .ledger
+        .submit(move |tx| host::admin::add_wallet(tx, &spec, &master, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let screen = listener.local_addr().unwrap();
+    tokio::spawn(terminal::screen::serve_with_ecr(
+        w.bed.ecr.ecr.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    let present = |qr: &str| {
+        let body = terminal::screen::PresentRequest {
+            card: String::new(),
+            qr: Some(qr.to_string()),
+        };
+        http.post(format!("http://{screen}/api/present"))
+            .json(&body)
+            .send()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = paycrypto::paycode::WalletNumber::parse("100000007")
+        .unwrap()
+        .code_at(secret.expose(), now)
+        .unwrap()
+        .to_string();
+    let phone = Arc::new(w.client("till 1"));
+    let pay = |id: &'static str, amount: f64| {
+        let phone = phone.clone();
+        tokio::spawn(async move { phone.send(&payment(id, amount, json!({}))).await })
+    };
+
+    let paying = pay("P1", 12.5);
+    w.wait_display("Present card").await;
+    let not_a_code = present("6200000000000005").await.unwrap();
+    assert_eq!(not_a_code.status(), 400);
+    assert_eq!(present(&code).await.unwrap().status(), 200);
+    let sale = paying.await.unwrap();
+    assert_eq!(response_of(&sale).result, ResultType::Success, "{sale:?}");
+    let shown = format!("{sale:?}");
+    assert!(shown.contains("WALLET"), "{shown}");
+    assert!(
+        !shown.contains("SIGNATURE"),
+        "a code needs no signature: {shown}"
+    );
+    let instrument = payment_body(&sale)
+        .payment_result
+        .as_ref()
+        .unwrap()
+        .payment_instrument_data
+        .as_ref()
+        .unwrap()
+        .payment_instrument_type;
+    assert_eq!(instrument, nexo::wire::PaymentInstrumentType::Mobile);
+    assert!(
+        shown.contains(&iso8583::text::mask_pan(&code)) && !shown.contains(&code),
+        "{shown}"
+    );
+
+    let again = pay("P2", 1.0);
+    w.wait_display("Present card").await;
+    assert_eq!(present(&code).await.unwrap().status(), 200);
+    let declined = again.await.unwrap();
+    assert_eq!(condition(&declined), Some(ErrorCondition::Refusal));
+    assert!(
+        additional(&declined).contains("responseCode=94"),
+        "{}",
+        additional(&declined)
+    );
+
+    assert_eq!(
+        w.host_count("SELECT count(*) FROM journal WHERE method = 'wallet'"),
+        2
+    );
+    let wallets = data.ledger.submit(host::admin::list_wallets).await.unwrap();
+    assert_eq!(wallets[0].balance, 5_000 - 1_250);
+}

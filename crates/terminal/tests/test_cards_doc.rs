@@ -25,6 +25,7 @@ fn row(c: &TestCard) -> String {
         Entry::Chip => "chip",
         Entry::Contactless => "contactless",
         Entry::Manual => "keyed",
+        Entry::Qr => "scanned code",
     };
     format!(
         "| `{}` | `{}` | {}/{} | {} | {} | {} | {} | {} | {} | {} |\n",

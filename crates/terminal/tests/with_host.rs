@@ -599,3 +599,109 @@ async fn screen_page_sells_with_test_cards_and_prints_receipts() {
         "refused requests ran nothing"
     );
 }
+
+/// A wallet's payment code scanned at the screen (what `posnet terminal pay
+/// --qr` sends) pays from the wallet once; a refund, with a fresh code,
+/// goes back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanned_payment_code_pays_once_and_is_refunded_to_the_wallet() {
+    let w = World::start().await;
+    let spec = host::admin::WalletSpec {
+        number: "100000003".into(),
+        balance: 10_000,
+        per_txn_limit: 50_000,
+        daily_limit: 100_000,
+        currency: 156,
+        holder: String::new(),
+    };
+    let master = w.data.master.clone();
+    let secret = w
+        .data
+        .ledger
+        .submit(move |tx| host::admin::add_wallet(tx, &spec, &master, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code_at = |unix: u64| {
+        paycrypto::paycode::WalletNumber::parse("100000003")
+            .unwrap()
+            .code_at(secret.expose(), unix)
+            .unwrap()
+            .to_string()
+    };
+    let balance = || async {
+        w.data
+            .ledger
+            .submit(host::admin::list_wallets)
+            .await
+            .unwrap()[0]
+            .balance
+    };
+    let (base, _stop) = w.screen().await;
+    let http = reqwest::Client::new();
+    let html = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"sale-qr\""));
+    let scanned = code_at(now);
+    let sale = || async {
+        let r = http
+            .post(format!("{base}/api/sale"))
+            .json(&serde_json::json!({ "amount": 1_250, "qr": scanned }))
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+
+    let paid = sale().await;
+    assert_eq!(paid["state"], "approved", "{paid}");
+    assert_eq!(
+        paid["receipt"]["masked_pan"],
+        iso8583::text::mask_pan(&scanned).as_str()
+    );
+    let lines = paid["receipt"]["lines"].to_string();
+    assert!(
+        lines.contains("WALLET") && !lines.contains(&scanned),
+        "{lines}"
+    );
+    assert_eq!(balance().await, 8_750);
+
+    let again = sale().await;
+    assert_eq!(again["state"], "declined", "{again}");
+    assert!(
+        again["result"].as_str().unwrap().contains("DUPLICATE"),
+        "{again}"
+    );
+    assert_eq!(balance().await, 8_750);
+
+    let original = (
+        paid["batch"].as_u64().unwrap() as u32,
+        paid["stan"].as_u64().unwrap() as u32,
+    );
+    let refund =
+        w.t.terminal
+            .transact(
+                TxnRequest {
+                    kind: TxnKind::Refund,
+                    amount: 500,
+                    method: Method::Qr,
+                    original: Some(original),
+                },
+                terminal::card::scanned_code(&code_at(now + 30)),
+            )
+            .await
+            .unwrap();
+    assert_eq!(code(&refund.outcome), "approved");
+    assert_eq!(balance().await, 9_250);
+    w.assert_ledger_consistent();
+}

@@ -21,7 +21,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tls;
 
-use crate::card::{PresentedCard, TestCard, test_card_named};
+use crate::card::{Presentation, PresentedCard, TestCard, test_card_named};
 use crate::engine::{Method, TxnKind, TxnRequest};
 use crate::journal::{JournalError, TxnRecord};
 use crate::receipt::{self, EReceipt, ReceiptCopy};
@@ -169,9 +169,25 @@ pub enum PresentError {
     /// Not a card of the catalog.
     #[error("no test card named {0:?}")]
     UnknownCard(String),
+    /// Not a wallet payment code.
+    #[error("not a payment code: {0}")]
+    NotACode(String),
     /// No payment is waiting for a card.
     #[error("no payment is waiting for a card")]
     NobodyWaiting,
+}
+
+/// Whether `card` is the card or wallet whose masked number is `expected`.
+/// A wallet shows a new payment code each time, so of a code only the
+/// part naming the wallet (its first six digits, as masked) must match.
+fn same_payer(card: &crate::engine::CardData, expected: &str) -> bool {
+    let masked = iso8583::text::mask_pan(&card.pan);
+    let expected = receipt::mask(expected);
+    if card.entry == crate::engine::Entry::Qr {
+        masked.get(..6).is_some() && masked.get(..6) == expected.get(..6)
+    } else {
+        masked == expected
+    }
 }
 
 /// The ECR request handler; cheap to clone.
@@ -205,7 +221,7 @@ struct Inner {
     sessions: Mutex<BTreeMap<String, Option<String>>>,
     running: Mutex<Option<Running>>,
     /// The payment waiting for a card, if any.
-    card: Mutex<Option<oneshot::Sender<&'static TestCard>>>,
+    card: Mutex<Option<oneshot::Sender<Presentation>>>,
     events: broadcast::Sender<Arc<SaleToPoiRequest>>,
 }
 
@@ -913,7 +929,7 @@ impl EcrService {
         }
         let presented = card.present();
         if let (Some(expected), Ok(p)) = (card_of, &presented)
-            && iso8583::text::mask_pan(&p.card.pan) != receipt::mask(expected)
+            && !same_payer(&p.card, expected)
         {
             self.show(header, &["Wrong card".to_owned()]);
             return Err((
@@ -969,12 +985,12 @@ impl EcrService {
 
     async fn wait_for_card(
         &self,
-        presented: oneshot::Receiver<&'static TestCard>,
+        presented: oneshot::Receiver<Presentation>,
         abort: oneshot::Receiver<String>,
-    ) -> Result<&'static TestCard, (ErrorCondition, String)> {
+    ) -> Result<Presentation, (ErrorCondition, String)> {
         if let Some(card) = self.inner.config.present_card {
             lock(&self.inner.card).take();
-            return Ok(card);
+            return Ok(Presentation::Card(card));
         }
         let timeout = self.inner.config.card_timeout;
         let result = tokio::select! {
@@ -993,10 +1009,23 @@ impl EcrService {
     pub fn present_card(&self, name: &str) -> Result<(), PresentError> {
         let card =
             test_card_named(name).ok_or_else(|| PresentError::UnknownCard(name.to_owned()))?;
+        self.present(Presentation::Card(card))
+    }
+
+    /// Scans wallet payment code `code` for the payment waiting for a card.
+    pub fn present_code(&self, code: &str) -> Result<(), PresentError> {
+        paycrypto::paycode::PaymentCode::parse(code.trim())
+            .map_err(|e| PresentError::NotACode(e.to_string()))?;
+        self.present(Presentation::Code(code.trim().to_owned()))
+    }
+
+    fn present(&self, presentation: Presentation) -> Result<(), PresentError> {
         let waiting = lock(&self.inner.card)
             .take()
             .ok_or(PresentError::NobodyWaiting)?;
-        waiting.send(card).map_err(|_| PresentError::NobodyWaiting)
+        waiting
+            .send(presentation)
+            .map_err(|_| PresentError::NobodyWaiting)
     }
 
     fn abort(&self, header: &MessageHeader, abort: &AbortRequest) {
@@ -1387,5 +1416,33 @@ fn encode(reply: &Reply, key: Option<&NexoKey>) -> Vec<u8> {
             tracing::error!("answer not secured: {e}");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_payer;
+    use crate::engine::{CardData, Entry};
+
+    fn read(pan: &str, entry: Entry) -> CardData {
+        CardData {
+            pan: pan.into(),
+            expiry: String::new(),
+            entry,
+            offline_allowed: false,
+        }
+    }
+
+    #[test]
+    fn a_wallet_is_the_same_payer_whatever_code_it_shows() {
+        // Two codes of wallet 100000001, then one of wallet 200000001.
+        let paid = "691000*********1234";
+        assert!(same_payer(&read("6910000000198765432", Entry::Qr), paid));
+        assert!(!same_payer(&read("6920000000198765432", Entry::Qr), paid));
+        // A card must be the very card.
+        let card = "620000******0005";
+        assert!(same_payer(&read("6200000000000005", Entry::Chip), card));
+        assert!(!same_payer(&read("6200000000000013", Entry::Chip), card));
+        assert!(!same_payer(&read("6910000000198765432", Entry::Chip), paid));
     }
 }

@@ -344,7 +344,12 @@ pub fn payment_response(
     let (currency, amount) = major(if approved { txn.amount } else { 0 }, txn.currency);
     let masked = receipt::mask(&txn.masked_pan);
     let card_data = (!masked.is_empty()).then(|| PaymentInstrumentData {
-        payment_instrument_type: PaymentInstrumentType::Card,
+        // A scanned payment code is a phone's wallet app.
+        payment_instrument_type: if paycrypto::paycode::looks_like_code(&masked) {
+            PaymentInstrumentType::Mobile
+        } else {
+            PaymentInstrumentType::Card
+        },
         card_data: Some(CardData {
             payment_brand: Some("posnet".into()),
             masked_pan: Some(masked),
