@@ -347,8 +347,9 @@ async fn bench_end_to_end(
     Ok(())
 }
 
-/// Takes `payments` payments of 1.00 to 20.00 through the demo's paired
-/// phone; each one's latency, kept under its nexo result.
+/// Takes `payments` payments of 0.10 to 1.00 through the demo's paired
+/// phone (small, so that a thousand fit the test card's 1,000.00); each
+/// one's latency, kept under its nexo result.
 async fn pay_through_demo(dir: &Path, payments: u32) -> Result<(KindStats, Duration)> {
     let mut options = phone::Options::new(dir.join("phone"));
     options.progress = false;
@@ -363,7 +364,7 @@ async fn pay_through_demo(dir: &Path, payments: u32) -> Result<(KindStats, Durat
     let started = Instant::now();
     for _ in 0..payments {
         let amount = phone::Money {
-            minor: rng.u64(100..=2_000),
+            minor: rng.u64(10..=100),
             currency: DEMO_CURRENCY.into(),
         };
         let t = Instant::now();
@@ -397,6 +398,10 @@ impl DemoChild {
             .args(["demo", "--data-dir"])
             .arg(dir)
             .args(["--port-offset", &port_offset.to_string()])
+            .env(
+                crate::host_cmd::PARENT_PID_ENV,
+                std::process::id().to_string(),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(log)

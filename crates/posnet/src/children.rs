@@ -44,6 +44,11 @@ impl Posnet {
                 c.env_remove(&name);
             }
         }
+        // It stops by itself should this process die without stopping it.
+        c.env(
+            crate::host_cmd::PARENT_PID_ENV,
+            std::process::id().to_string(),
+        );
         // Once `ca init` has made the master key, every command takes it
         // from here (without the fallback's warning in every log).
         let master_key = self.root.join(MASTER_KEY);

@@ -494,7 +494,14 @@ async fn serve(config: HostConfig, master: MasterKey) -> Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// The variable through which `posnet demo` and `posnet bench` tell the
+/// posnet commands they start who their parent is (its process id).
+pub const PARENT_PID_ENV: &str = "POSNET_PARENT_PID";
+
+/// Resolves on Ctrl-C or SIGTERM; and, in a command started by another
+/// posnet command ([`PARENT_PID_ENV`]), when that parent is gone (killed
+/// with SIGKILL, say, so that it could not stop its children): the
+/// orphan then stops as on SIGTERM instead of running on unwatched.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -504,8 +511,27 @@ pub async fn shutdown_signal() {
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
+            () = parent_gone() => {
+                tracing::warn!("the posnet command that started this one is gone: stopping");
+            }
         }
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Resolves once this process's parent is no longer the one named in
+/// [`PARENT_PID_ENV`] (a process whose parent dies is adopted by another);
+/// never when the variable is not set.
+#[cfg(unix)]
+async fn parent_gone() {
+    let parent = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok());
+    let Some(parent) = parent else {
+        return std::future::pending().await;
+    };
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

@@ -425,3 +425,29 @@ fn a_payment_travels_from_the_phone_to_the_back_office_and_the_demo_resumes() {
     assert_eq!(count("terminals"), 2);
     assert_eq!(count("wallets"), 2);
 }
+
+#[test]
+fn the_demos_children_stop_when_the_demo_is_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let offset = free_offset();
+    let mut demo = Demo::start(
+        tmp.path(),
+        &["--port-offset", &offset.to_string()],
+        "demo-killed.err",
+    );
+    // SIGKILL: the demo cannot stop its children itself.
+    demo.child.kill().unwrap();
+    demo.child.wait().unwrap();
+    // Each child notices it was orphaned and stops, freeing its port; the
+    // deadline is a safety net.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for port in DEMO_PORTS.map(|p| p + offset) {
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} is still taken after the demo was killed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
