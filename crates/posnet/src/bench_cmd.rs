@@ -509,6 +509,21 @@ pub(crate) async fn start_host(
     Ok((daemon, at))
 }
 
+impl HostAt {
+    /// The host's data, to enroll a fleet into (beside the running host:
+    /// WAL lets both write, one at a time).
+    pub fn open(&self) -> Result<HostData> {
+        let master = MasterKey::from_file(&self.master_file)?;
+        HostData::open(
+            &self.data_dir,
+            &self.deployment_dir,
+            master,
+            GroupCommitConfig::default(),
+        )
+        .with_context(|| format!("opening the host's data in {}", self.data_dir.display()))
+    }
+}
+
 pub(crate) async fn stop_host(daemon: &mut Daemon) -> Result<()> {
     match daemon.stop().await {
         Ok(status) if status.success() => Ok(()),
@@ -533,6 +548,8 @@ struct Run {
     rss_connected: Option<u64>,
     /// The host's peak resident memory (VmHWM) at the end.
     rss_peak: Option<u64>,
+    /// The host's CPU time per request answered during the load, µs.
+    cpu_per_request: Option<f64>,
     /// The host's books against what the terminals saw, when asked.
     audit: Option<loadgen::AuditReport>,
 }
@@ -566,14 +583,7 @@ async fn measure(
     }
 
     let enrolling = Instant::now();
-    let master = MasterKey::from_file(&host.master_file)?;
-    let data = HostData::open(
-        &host.data_dir,
-        &host.deployment_dir,
-        master,
-        GroupCommitConfig::default(),
-    )
-    .with_context(|| format!("opening the host's data in {}", host.data_dir.display()))?;
+    let data = host.open()?;
     let mut spec = FleetSpec::new(terminals, host.addr.to_string());
     spec.terminal_prefix = prefix.to_string();
     spec.cards = load.cards.unwrap_or(spec.cards);
@@ -600,19 +610,27 @@ async fn measure(
     let (stop_tx, stop) = watch::channel(false);
     let progress = config.progress.clone();
     let bar = progress_bar(load, terminals);
-    // Host memory once every terminal is connected (0 until then).
-    let rss_connected = Arc::new(AtomicU64::new(0));
+    let at_start = Arc::new(LoadStart::default());
     let watcher = tokio::spawn(watch_progress(
         bar.clone(),
-        progress,
+        progress.clone(),
         terminals,
         host.pid,
-        rss_connected.clone(),
+        at_start.clone(),
         stop_tx,
     ));
     let report = loadgen::run(&config, fleet, Some(stop)).await;
     watcher.abort();
-    let rss_connected = Some(rss_connected.load(Ordering::Relaxed)).filter(|&b| b > 0);
+    let rss_connected = Some(at_start.rss.load(Ordering::Relaxed)).filter(|&b| b > 0);
+    // The host's CPU time per request answered since the load started.
+    let cpu_per_request = host.pid.and_then(cpu_micros).and_then(|now| {
+        let used = now.checked_sub(at_start.cpu_us.load(Ordering::Relaxed))?;
+        let answered = progress
+            .answered()
+            .checked_sub(at_start.answered.load(Ordering::Relaxed))?;
+        (answered > 0 && at_start.rss.load(Ordering::Relaxed) > 0)
+            .then(|| used as f64 / answered as f64)
+    });
     bar.finish_and_clear();
     let report = report?;
     let (audit, report) = if audit {
@@ -639,18 +657,30 @@ async fn measure(
         rss_before,
         rss_connected,
         rss_peak: host.pid.and_then(|pid| memory(pid, "VmHWM")),
+        cpu_per_request,
     })
 }
 
-/// Shows the run's progress until aborted; reads the host's memory once
-/// every terminal is connected; turns Ctrl-C into an orderly stop (what
-/// is in flight is answered or settled).
+/// What was read of the host when every terminal had connected.
+#[derive(Default)]
+struct LoadStart {
+    /// Resident memory, bytes (0: not read yet).
+    rss: AtomicU64,
+    /// CPU time used so far, µs.
+    cpu_us: AtomicU64,
+    /// Requests answered so far.
+    answered: AtomicU64,
+}
+
+/// Shows the run's progress until aborted; reads the host's memory and
+/// CPU time once every terminal is connected; turns Ctrl-C into an
+/// orderly stop (what is in flight is answered or settled).
 async fn watch_progress(
     bar: ProgressBar,
     progress: Arc<Progress>,
     terminals: usize,
     pid: Option<u32>,
-    rss_connected: Arc<AtomicU64>,
+    at_start: Arc<LoadStart>,
     stop: watch::Sender<bool>,
 ) {
     let mut load_start: Option<Instant> = None;
@@ -666,8 +696,15 @@ async fn watch_progress(
         let connected = progress.connected();
         if load_start.is_none() && connected as usize >= terminals {
             load_start = Some(Instant::now());
-            if let Some(rss) = pid.and_then(|pid| memory(pid, "VmRSS")) {
-                rss_connected.store(rss, Ordering::Relaxed);
+            if let (Some(rss), Some(cpu)) = (
+                pid.and_then(|pid| memory(pid, "VmRSS")),
+                pid.and_then(cpu_micros),
+            ) {
+                at_start.cpu_us.store(cpu, Ordering::Relaxed);
+                at_start
+                    .answered
+                    .store(progress.answered(), Ordering::Relaxed);
+                at_start.rss.store(rss, Ordering::Relaxed);
             }
         }
         match load_start {
@@ -706,6 +743,19 @@ fn memory(pid: u32, field: &str) -> Option<u64> {
         .nth(1)
         .and_then(|v| v.parse().ok())?;
     Some(kib * 1024)
+}
+
+/// A process's CPU time (user and system, all threads) in µs, from
+/// `/proc/<pid>/stat` (Linux; its clock ticks are USER_HZ, 100 per second).
+fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are the 14th and 15th of the line.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) * 10_000)
 }
 
 /// The machine the run was on.
@@ -785,6 +835,9 @@ impl Run {
                 }
             ));
         }
+        if let Some(us) = self.cpu_per_request {
+            line(format!("  host CPU: {us:.0} µs per request answered"));
+        }
         if self.rss_before.is_some() {
             line(format!(
                 "  host memory: {} before connecting, {} with all connected ({}), {} peak",
@@ -813,6 +866,7 @@ impl Run {
         v["host_rss_connected"] = self.rss_connected.into();
         v["host_rss_peak"] = self.rss_peak.into();
         v["host_bytes_per_connection"] = self.bytes_per_connection().into();
+        v["host_cpu_us_per_request"] = self.cpu_per_request.into();
         if let Some(a) = &self.audit {
             v["audit"] = json!({
                 "records": a.records,

@@ -10,11 +10,8 @@
 
 use crate::bench_cmd::{HostAt, WorkDir, machine, start_host, stop_host};
 use anyhow::{Context, Result, bail};
-use host::runtime::HostData;
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger::GroupCommitConfig;
 use loadgen::{FleetSpec, enroll_fleet};
-use pki::MasterKey;
 use serde_json::json;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -100,13 +97,7 @@ async fn offline_then_forward(
     terminals: usize,
     advices: u32,
 ) -> Result<OfflineRun> {
-    let master = MasterKey::from_file(&host.master_file)?;
-    let data = HostData::open(
-        &host.data_dir,
-        &host.deployment_dir,
-        master,
-        GroupCommitConfig::default(),
-    )?;
+    let data = host.open()?;
     let mut spec = FleetSpec::new(terminals, host.addr.to_string());
     spec.terminal_prefix = "OF".into();
     spec.with_pin = false;
