@@ -450,7 +450,7 @@ async fn run(shared: Arc<Shared>, wake: Arc<Notify>, mut shutdown: watch::Receiv
             _ = wake.notified() => {
                 // Under load the host commits hundreds of batches a second:
                 // one look for all that commit in this pause, instead of a
-                // query after each (which cost a quarter of a core).
+                // query (re-prepared each time) after each of them.
                 tokio::time::sleep(WAKE_COALESCE).await;
             }
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
