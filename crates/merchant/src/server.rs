@@ -10,6 +10,7 @@ use crate::store::{Store, StoreError};
 use crate::users::PasswordCost;
 use crate::web::{self, AppState};
 use crate::webhook::{self, WebhookState};
+use axum::serve::ListenerExt as _;
 use ledger::Migrations;
 use pki::Secret;
 use std::net::SocketAddr;
@@ -185,6 +186,11 @@ pub async fn start(options: Options) -> Result<Running, ServerError> {
             }
         };
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        // Pages and webhook answers in several writes must not wait for
+        // delayed ACKs.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await

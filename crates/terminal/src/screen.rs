@@ -42,6 +42,7 @@ use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, heade
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::future::Future;
@@ -153,9 +154,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(terminal, listener.local_addr()?);
-    axum::serve(listener, app)
+    axum::serve(no_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `listener` with Nagle's algorithm off on every connection: an answer in
+/// several writes must not wait for the client's delayed ACK.
+fn no_delay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 /// [`serve`], with the ECR interface's controls (card presentation,
@@ -166,7 +175,7 @@ pub async fn serve_with_ecr(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router_with_ecr(ecr, listener.local_addr()?);
-    axum::serve(listener, app)
+    axum::serve(no_delay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -121,6 +121,10 @@ pub async fn serve(
             tracing::warn!(%peer, "nexo endpoint at its connection limit; connection closed");
             continue;
         };
+        // An answer leaves in several writes (TLS records of the headers and
+        // the body): with Nagle's algorithm the last waits for the phone's
+        // delayed ACK, 40 ms on Linux, on every exchange.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
         let mut stopping = router_stop.clone();
