@@ -354,11 +354,7 @@ async fn pay_through_demo(dir: &Path, payments: u32) -> Result<(KindStats, Durat
     let mut options = phone::Options::new(dir.join("phone"));
     options.progress = false;
     let mut phone = phone::Phone::open(options)?;
-    let bar = ProgressBar::new(u64::from(payments));
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-            .expect("a valid template"),
-    );
+    let bar = counting_bar(u64::from(payments));
     let mut rng = fastrand::Rng::with_seed(u64::from(payments));
     let mut stats = KindStats::default();
     let started = Instant::now();
@@ -721,6 +717,16 @@ async fn watch_progress(
             }
         }
     }
+}
+
+/// A progress bar over `len` things done one by one (payments, advices).
+pub(crate) fn counting_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .expect("a valid template"),
+    );
+    bar
 }
 
 fn progress_bar(load: &Load, terminals: usize) -> ProgressBar {

@@ -8,9 +8,8 @@
 //! floor limit while the host is away, and forwarding 0220 advices from
 //! their store-and-forward queue when it returns.
 
-use crate::bench_cmd::{HostAt, WorkDir, machine, start_host, stop_host};
+use crate::bench_cmd::{HostAt, WorkDir, counting_bar, machine, start_host, stop_host};
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use loadgen::{FleetSpec, enroll_fleet};
 use serde_json::json;
 use std::net::{SocketAddr, TcpListener};
@@ -123,11 +122,7 @@ async fn offline_then_forward(
     stop_host(daemon).await?;
     all(&fleet_terminals, "notice the host is gone", |s| !s.online).await?;
 
-    let bar = ProgressBar::new(u64::from(advices) * terminals as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-            .expect("a valid template"),
-    );
+    let bar = counting_bar(u64::from(advices) * terminals as u64);
     bar.set_message("approving offline");
     let started = Instant::now();
     let mut sales = tokio::task::JoinSet::new();
